@@ -73,6 +73,9 @@ class TrainConfig:
     strategy: str = "default"  # default | mirrored | multi_worker
     early_stopping_patience: int = 2  # epochs without val AUC gain before a stage stops
     steps_per_epoch: int | None = None  # cap (benchmarks and smoke runs)
+    # 0: stream images through the whole network every step (GPU). V > 0: compute the frozen
+    # stem's output once for V views per image (1 clean + V-1 augmented) and train the top on it.
+    cache_views: int = 0
     gate_percentile: float = 99.0  # OOD threshold: this percentile of training distances
 
 

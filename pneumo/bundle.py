@@ -1,0 +1,128 @@
+"""The model bundle: one folder with everything needed to serve, audit and reproduce a model.
+
+    model.keras         weights + architecture, float32 policy, no optimizer state
+    saved_model/        TF SavedModel serving raw 0-255 pixels (regenerable: `pneumo export`)
+    config.yaml         resolved training config
+    history.csv         one row per epoch: stage, epoch, metrics, seconds
+    split.csv           path, patient_id, label, split
+    predictions.csv     held-out test split: path, patient_id, label, logit, probability
+    val_predictions.csv the validation split (threshold and calibration were chosen on it)
+    reliability.csv     reliability-diagram data on the test split
+    gate.npz            out-of-population gate
+    metrics.json        test metrics with CIs, validation metrics, gate flag rates, timings
+    manifest.json       versions, preprocessing, class names, threshold, sha256 of every file
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .errors import BundleError
+
+MANIFEST = "manifest.json"
+BUNDLE_FORMAT = 1  # bump on incompatible changes; readers refuse newer formats
+REQUIRED = ("model.keras", "config.yaml", "gate.npz", MANIFEST)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def bundle_files(root: Path) -> list[Path]:
+    """Every file of the bundle except the manifest itself, sorted, relative to `root`."""
+    return sorted(
+        p.relative_to(root)
+        for p in root.rglob("*")
+        if p.is_file() and p.name != MANIFEST and "work" not in p.relative_to(root).parts[:1]
+    )
+
+
+def json_ready(value: Any) -> Any:
+    """NaN/inf -> None and numpy scalars -> Python, recursively, so json output is strict."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(json_ready(payload), indent=2, allow_nan=False) + "\n")
+
+
+def write_manifest(root: Path, info: dict[str, Any]) -> dict[str, Any]:
+    """Write manifest.json: `info` plus the format version and sha256 of every other file."""
+    root = Path(root)
+    manifest = dict(info)
+    manifest["bundle_format"] = BUNDLE_FORMAT
+    manifest["files"] = {str(p): sha256_file(root / p) for p in bundle_files(root)}
+    write_json(root / MANIFEST, manifest)
+    return manifest
+
+
+def refresh_hashes(root: Path) -> dict[str, Any]:
+    """Recompute the sha256 sums after files were (re)written (e.g. a new SavedModel export)."""
+    manifest = read_manifest(Path(root), verify=False)
+    manifest.pop("files", None)
+    manifest.pop("bundle_format", None)
+    return write_manifest(Path(root), manifest)
+
+
+def read_manifest(root: Path, verify: bool = True) -> dict[str, Any]:
+    """Read and (optionally) verify a bundle's manifest.
+
+    Raises:
+        BundleError: missing folder or file, unreadable manifest, newer bundle format, or a file
+            whose sha256 differs from the manifest (tampered or truncated).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise BundleError(f"model bundle not found: {root}")
+    path = root / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{root} is not a pneumo model bundle (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{path} is unreadable ({exc}); re-download or retrain the model") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path} is not a manifest object")
+    fmt = manifest.get("bundle_format")
+    if not isinstance(fmt, int) or fmt > BUNDLE_FORMAT:
+        raise BundleError(
+            f"{root} was written by a newer pneumo (bundle format {fmt}, this version reads "
+            f"up to {BUNDLE_FORMAT}); upgrade pneumo to load it"
+        )
+    if verify:
+        verify_files(root, manifest)
+    return manifest
+
+
+def verify_files(root: Path, manifest: dict[str, Any]) -> None:
+    files = manifest.get("files") or {}
+    for name in REQUIRED:
+        if name != MANIFEST and name not in files:
+            raise BundleError(f"{root}: manifest does not list required file {name}")
+    for name, expected in files.items():
+        path = root / name
+        if not path.is_file():
+            if name.startswith("saved_model/"):
+                continue  # the SavedModel is optional: `pneumo export` regenerates it
+            raise BundleError(f"{root}: {name} is missing; the bundle is incomplete")
+        if sha256_file(path) != expected:
+            raise BundleError(
+                f"{root}: {name} does not match its sha256 in the manifest (tampered with or "
+                "truncated); re-download or retrain the model"
+            )

@@ -1,0 +1,145 @@
+"""Serving-side CLI commands: evaluate, predict, export, bench, bench-train."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import PneumoError
+
+
+def _load(args: argparse.Namespace):
+    from .predict import Predictor
+
+    return Predictor.load(args.model, precision=args.precision)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, summary_lines, write_evaluation
+
+    predictor = _load(args)
+    metrics, table = evaluate(predictor, args.data, args.threshold, args.bootstrap,
+                              show_progress=sys.stderr.isatty() or args.progress)
+    if args.out:
+        write_evaluation(args.out, metrics, table)
+    from .bundle import json_ready
+
+    for line in summary_lines(metrics):
+        print(line)
+    print(json.dumps(json_ready(metrics)))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .bundle import json_ready
+    from .explain import save_heatmap_png
+
+    predictor = _load(args)
+    cam_dir = Path(args.cam_dir) if args.cam_dir else None
+    if cam_dir:
+        cam_dir.mkdir(parents=True, exist_ok=True)
+    rejected = 0
+    for index, path in enumerate(args.paths):
+        try:
+            result = predictor.predict(path, cam=args.cam, tta=not args.no_tta)
+        except PneumoError as exc:  # one bad input must not stop the rest
+            rejected += 1
+            print(json.dumps({"path": path, "error": str(exc)}), flush=True)
+            continue
+        record = {"path": path, **result.to_dict(), "heatmap": None}
+        if cam_dir and result.heatmap is not None:
+            target = cam_dir / f"{index:04d}_{Path(path).stem}_{args.cam}.png"
+            save_heatmap_png(target, result.image.pixels, result.heatmap)
+            record["heatmap"] = str(target)
+        print(json.dumps(json_ready(record)), flush=True)
+    return 1 if rejected else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import keras
+
+    from . import model as _model  # noqa: F401  registers the preprocessing layer
+    from .bundle import read_manifest, refresh_hashes
+    from .export import export_saved_model
+
+    read_manifest(Path(args.model), verify=True)
+    model = keras.models.load_model(Path(args.model) / "model.keras", compile=False)
+    target = export_saved_model(model, Path(args.model) / "saved_model")
+    refresh_hashes(Path(args.model))
+    print(json.dumps({"saved_model": str(target)}))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench_predict, full_size_jpeg
+
+    predictor = _load(args)
+    report = bench_predict(predictor, full_size_jpeg(args.image), args.runs, args.batch)
+    print(json.dumps(report))
+    return 0
+
+
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .bench import bench_train
+
+    size = args.image_size
+    if args.data:
+        from .datasets import discover
+        from .pipeline import frame_images
+
+        frame = discover(args.data).sample(n=args.images, random_state=0)
+        images = frame_images(frame, size)
+    else:
+        images = np.random.default_rng(0).integers(0, 256, (args.images, size, size, 3), np.uint8)
+    print(json.dumps(bench_train(args.precisions.split(","), images, args.steps, args.batch_size)))
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the serving-side subcommands on the `pneumo` parser."""
+    def model_args(p):
+        p.add_argument("--model", default="models/default", help="bundle folder")
+        p.add_argument("--precision", default="float32",
+                       choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"])
+
+    p = sub.add_parser("evaluate", help="metrics with CIs on labelled data")
+    model_args(p)
+    p.add_argument("--data", required=True)
+    p.add_argument("--threshold", type=float, help="override the bundle's threshold")
+    p.add_argument("--out", help="write metrics.json, predictions.csv, reliability.csv here")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--progress", action="store_true", help="progress bar even when not a TTY")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="one JSON line per image")
+    model_args(p)
+    p.add_argument("--cam", default="gradcam", choices=["gradcam", "gradcam++", "scorecam", "none"])
+    p.add_argument("--cam-dir", help="write heatmap overlay PNGs here")
+    p.add_argument("--no-tta", action="store_true", help="skip test-time augmentation")
+    p.add_argument("paths", nargs="+")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="(re)write the bundle's SavedModel")
+    p.add_argument("--model", default="models/default")
+    p.add_argument("--format", default="saved_model", choices=["saved_model"])
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench", help="serving latency and throughput (JSON)")
+    model_args(p)
+    p.add_argument("--image", help="a full-size JPEG (default: a synthetic 1800 px one)")
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--batch", type=int, default=64)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("bench-train", help="training images/s per precision (JSON)")
+    p.add_argument("--precisions", default="float32,mixed_bfloat16")
+    p.add_argument("--data", help="take images from here (default: random pixels)")
+    p.add_argument("--images", type=int, default=128)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=cmd_bench_train)

@@ -1,0 +1,120 @@
+"""Turn a trained network and its held-out outputs into a complete model bundle.
+
+Order matters for honesty: temperature and threshold are fitted on the validation split only;
+the test split is scored once with them; the gate is fitted on training features only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .bundle import write_json, write_manifest
+from .config import Config
+from .datasets import CLASS_NAMES
+from .export import export_saved_model
+from .gate import MahalanobisGate
+from .metrics import (apply_temperature, choose_threshold, fit_temperature, reliability_curve,
+                      summary_metrics)
+from .model import build_model
+
+PREPROCESSING = (
+    "read_image: decode to grayscale float [0,1] (8-bit /255; 16-bit by bits used; DICOM: "
+    "modality+VOI LUT, min-max, MONOCHROME1 inverted, first frame) -> to_model_input: squash "
+    "to SxS (cv2 INTER_AREA when shrinking, no letterbox), round to uint8, repeat to 3 channels "
+    "-> model: ResNet caffe preprocessing (BGR, ImageNet mean) inside the graph"
+)
+
+
+def save_portable_model(model: keras.Model, cfg: Config, path: Path) -> keras.Model:
+    """Save a float32, uncompiled twin of `model` (no optimizer state) as `.keras`."""
+    twin = build_model(
+        type(cfg.model)(backbone=cfg.model.backbone, weights="none", dropout=cfg.model.dropout,
+                        cam_layer=cfg.model.cam_layer),
+        cfg.data.image_size, "float32")
+    twin.set_weights(model.get_weights())
+    twin.save(path)
+    return twin
+
+
+def prediction_table(part: pd.DataFrame, logits: np.ndarray, temperature: float) -> pd.DataFrame:
+    table = part[["path", "patient_id", "label"]].copy()
+    table["logit"] = logits.astype(float)
+    table["probability"] = apply_temperature(logits, temperature)
+    return table
+
+
+def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame],
+                 outputs: dict[str, tuple[np.ndarray, np.ndarray]], timing: dict[str, Any],
+                 out: Path) -> dict[str, Any]:
+    """Calibrate, pick the threshold, fit the gate, score the test split, write every file."""
+    held_out = "test" if "test" in outputs and len(parts["test"]) else "val"
+    val_labels = parts["val"]["label"].to_numpy()
+    temperature = (fit_temperature(val_labels, outputs["val"][1]) if cfg.eval.calibrate else 1.0)
+    val = prediction_table(parts["val"], outputs["val"][1], temperature)
+    threshold, how = choose_threshold(val_labels, val["probability"].to_numpy(),
+                                      cfg.eval.threshold_method, cfg.eval.sensitivity_target)
+    how["chosen_on"] = "val"
+    test = prediction_table(parts[held_out], outputs[held_out][1], temperature)
+
+    gate = MahalanobisGate.fit(outputs["train"][0], cfg.train.gate_percentile)
+    gate.save(out / "gate.npz")
+    flag_rate = {s: float(np.mean(~gate.in_population(outputs[s][0]))) for s in outputs}
+
+    y_test, p_test = test["label"].to_numpy(), test["probability"].to_numpy()
+    metrics = {
+        "split": held_out,
+        "test": summary_metrics(y_test, p_test, threshold, cfg.eval.bootstrap, cfg.data.seed),
+        "val": summary_metrics(val_labels, val["probability"].to_numpy(), threshold, 200,
+                               cfg.data.seed),
+        "gate_flag_rate": flag_rate,
+        "temperature": temperature,
+        "threshold": threshold,
+        "threshold_selection": how,
+        "timing": timing,
+    }
+    test.to_csv(out / "predictions.csv", index=False)
+    val.to_csv(out / "val_predictions.csv", index=False)
+    reliability_curve(y_test, p_test).to_csv(out / "reliability.csv", index=False)
+    write_json(out / "metrics.json", metrics)
+
+    portable = save_portable_model(model, cfg, out / "model.keras")
+    export_saved_model(portable, out / "saved_model")
+    counts = {s: {"images": int(len(p)), "patients": int(p.patient_id.nunique()),
+                  "pneumonia": int(p.label.sum())} for s, p in parts.items()}
+    info = {
+        "name": cfg.name,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "pneumo_version": __version__,
+        "versions": _versions(),
+        "class_names": list(CLASS_NAMES),
+        "positive_class": CLASS_NAMES[1],
+        "image_size": cfg.data.image_size,
+        "input": "float32 (N, S, S, 3) RGB pixels in 0..255",
+        "preprocessing": PREPROCESSING,
+        "backbone": cfg.model.backbone,
+        "cam_layer": cfg.model.cam_layer,
+        "threshold": threshold,
+        "threshold_selection": how,
+        "temperature": temperature,
+        "gate": {"file": "gate.npz", "percentile": cfg.train.gate_percentile},
+        "training_data": {"counts": counts, "split_by": "patient", "seed": cfg.data.seed},
+        "headline": {k: metrics["test"][k] for k in ("auc", "accuracy", "sensitivity",
+                                                      "specificity")},
+        "timing": timing,
+    }
+    return write_manifest(out, info)
+
+
+def _versions() -> dict[str, str]:
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": np.__version__}

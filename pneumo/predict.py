@@ -1,0 +1,224 @@
+"""Prediction: `Predictor.load(bundle)` then `predict(image)` -> probability, flags, heatmap.
+
+One compiled forward pass gives the probability, the penultimate features for the
+out-of-population gate and the Grad-CAM map. A few shifted/zoomed views of the same image
+(test-time augmentation) give the spread that feeds `uncertainty` and `needs_review`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import cv2
+import numpy as np
+
+from .bundle import read_manifest
+from .errors import BundleError, ImageError, PneumoError
+from .imageio import ImageSource, XrayImage, read_image
+from .preprocess import to_model_input
+
+CAM_METHODS = ("gradcam", "gradcam++", "scorecam", "none")
+COLOUR_LIMIT = 0.08  # mean chroma above this is a colour picture, not a radiograph
+BLANK_LIMIT = 0.02  # pixel standard deviation below this is a blank frame
+REVIEW_MARGIN = 0.10  # probability this close to the threshold asks for a second look
+SPREAD_LIMIT = 0.10  # TTA standard deviation above this asks for a second look
+# Test-time views: (shift x, shift y, scale) in fractions of the side; mild, as in training.
+TTA_VIEWS = ((0.0, 0.0, 1.0), (0.04, 0.0, 1.05), (-0.04, 0.03, 0.95))
+
+
+@dataclass
+class PredictionResult:
+    """What a prediction says about one image."""
+
+    probability: float  # calibrated probability of pneumonia
+    label: str  # "PNEUMONIA" when probability >= threshold, else "NORMAL"
+    threshold: float
+    in_population: bool  # False: the image is unlike the training films; do not trust it
+    ood_score: float  # gate distance / gate threshold: > 1 is out of population
+    uncertainty: float  # standard deviation of the probability over the TTA views
+    needs_review: bool
+    reasons: list[str] = field(default_factory=list)  # plain words for every flag raised
+    heatmap: np.ndarray | None = None  # float32 (H, W) in [0, 1] at the image's own size
+    image: XrayImage | None = None
+    cam: str = "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (no arrays)."""
+        return {
+            "probability": round(self.probability, 6), "label": self.label,
+            "threshold": round(self.threshold, 6), "in_population": self.in_population,
+            "ood_score": round(self.ood_score, 4), "uncertainty": round(self.uncertainty, 4),
+            "needs_review": self.needs_review, "reasons": list(self.reasons), "cam": self.cam,
+        }
+
+
+def tta_views(x: np.ndarray) -> np.ndarray:
+    """The model input plus its shifted/zoomed copies, stacked: (len(TTA_VIEWS), S, S, 3)."""
+    size = x.shape[0]
+    centre = (size / 2, size / 2)
+    views = []
+    for dx, dy, scale in TTA_VIEWS:
+        matrix = cv2.getRotationMatrix2D(centre, 0.0, scale)
+        matrix[:, 2] += (dx * size, dy * size)
+        views.append(cv2.warpAffine(x, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0))
+    return np.stack(views)
+
+
+class Predictor:
+    """A loaded, verified model bundle. Thread-safe: `predict` mutates nothing."""
+
+    def __init__(self, directory: Path, manifest: dict[str, Any], model, gate, precision: str):
+        from .explain import Explainer
+
+        self.directory, self.manifest, self.gate = directory, manifest, gate
+        self.name = str(manifest.get("name", directory.name))
+        self.threshold = float(manifest["threshold"])
+        self.temperature = float(manifest.get("temperature", 1.0))
+        self.image_size = int(manifest["image_size"])
+        self.precision = precision
+        self.explainer = Explainer(model, cam_layer=manifest.get("cam_layer", "conv5_block3_out"))
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, directory: str | Path, precision: str = "float32") -> "Predictor":
+        """Verify the bundle's sha256 sums, then load model and gate.
+
+        Raises:
+            BundleError: missing, corrupt, tampered, incomplete or incompatible bundle.
+        """
+        directory = Path(directory)
+        manifest = read_manifest(directory, verify=True)
+        for key in ("threshold", "image_size"):
+            if key not in manifest:
+                raise BundleError(f"{directory}: manifest has no {key!r}; retrain or re-export")
+        from .gate import MahalanobisGate
+
+        model = _load_keras(directory / "model.keras", precision, manifest)
+        gate = MahalanobisGate.load(directory / "gate.npz")
+        return cls(directory, manifest, model, gate, precision)
+
+    # ------------------------------------------------------------------ single image
+
+    def predict(self, source: ImageSource, cam: str = "gradcam", tta: bool = True,
+                name: str | None = None) -> PredictionResult:
+        """Predict one image (path, bytes, binary file object or array).
+
+        Raises:
+            ImageError: the input is not a readable image (see `pneumo.imageio`).
+        """
+        if cam not in CAM_METHODS:
+            raise PneumoError(f"cam must be one of {CAM_METHODS}, received {cam!r}")
+        image = read_image(source, name)
+        x = to_model_input(image.pixels, self.image_size)
+        batch = tta_views(x) if tta else x[None]
+        out = self.explainer.forward_with_cam(batch)
+        probs = self._calibrate(out["logit"])
+        heatmap = None
+        if cam == "gradcam":
+            heatmap = _resize(out["cam"][0], image.size)
+        elif cam != "none":
+            heatmap = self.explainer.explain(x, method=cam, output_size=image.size)
+        return self._result(image, probs, out["features"][0], heatmap, cam)
+
+    def _calibrate(self, logits: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / self.temperature))
+
+    def _result(self, image: XrayImage, probs: np.ndarray, features: np.ndarray,
+                heatmap: np.ndarray | None, cam: str) -> PredictionResult:
+        probability = float(probs[0])
+        spread = float(np.std(probs)) if len(probs) > 1 else 0.0
+        ood = float(self.gate.ood_score(features)[0])
+        reasons = self._population_reasons(image, ood)
+        in_population = not reasons
+        if abs(probability - self.threshold) < REVIEW_MARGIN:
+            reasons.append("The probability is close to the decision threshold.")
+        if spread > SPREAD_LIMIT:
+            reasons.append("The answer changes when the image is shifted slightly (unstable).")
+        return PredictionResult(
+            probability=probability,
+            label="PNEUMONIA" if probability >= self.threshold else "NORMAL",
+            threshold=self.threshold, in_population=in_population, ood_score=ood,
+            uncertainty=spread, needs_review=bool(reasons), reasons=reasons,
+            heatmap=heatmap, image=image, cam=cam,
+        )
+
+    @staticmethod
+    def _population_reasons(image: XrayImage, ood: float) -> list[str]:
+        reasons = []
+        if image.colourfulness > COLOUR_LIMIT:
+            reasons.append("This is a colour picture, not a radiograph: the result is not valid.")
+        if float(np.std(image.pixels)) < BLANK_LIMIT:
+            reasons.append("The image is almost uniform (blank): there is nothing to assess.")
+        if ood > 1.0:
+            reasons.append(
+                "This image is unlike the paediatric frontal chest films the model was trained "
+                "on (adult, lateral, other body part, photo or screenshot?): do not rely on it.")
+        return reasons
+
+    # ------------------------------------------------------------------ many images
+
+    def predict_batch(self, sources: Iterable[ImageSource], cam: str = "none",
+                      batch_size: int = 32, names: list[str] | None = None
+                      ) -> list[PredictionResult | PneumoError]:
+        """Predict many images in batches (no TTA). Unreadable inputs give their error in place."""
+        sources = list(sources)
+        results: list[PredictionResult | PneumoError | None] = [None] * len(sources)
+        pending: list[tuple[int, XrayImage, np.ndarray]] = []
+        for i, source in enumerate(sources):
+            try:
+                image = read_image(source, names[i] if names else None)
+            except ImageError as exc:
+                results[i] = exc
+                continue
+            pending.append((i, image, to_model_input(image.pixels, self.image_size)))
+            if len(pending) == batch_size:
+                self._run_batch(pending, results, cam)
+                pending = []
+        if pending:
+            self._run_batch(pending, results, cam)
+        return results  # type: ignore[return-value]
+
+    def _run_batch(self, pending, results, cam: str) -> None:
+        out = self.explainer.forward_with_cam(np.stack([x for _, _, x in pending]))
+        probs = self._calibrate(out["logit"])
+        for k, (i, image, x) in enumerate(pending):
+            heatmap = None
+            if cam == "gradcam":
+                heatmap = _resize(out["cam"][k], image.size)
+            elif cam != "none":
+                heatmap = self.explainer.explain(x, method=cam, output_size=image.size)
+            results[i] = self._result(image, probs[k:k + 1], out["features"][k], heatmap, cam)
+
+    def probabilities(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Calibrated probabilities of already preprocessed inputs (N, S, S, 3)."""
+        chunks = [self.explainer.forward_with_cam(images[i:i + batch_size])["logit"]
+                  for i in range(0, len(images), batch_size)]
+        return self._calibrate(np.concatenate(chunks)) if chunks else np.empty(0)
+
+
+def _resize(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A low-resolution CAM resized to (H, W), float32 in [0, 1]."""
+    resized = cv2.resize(cam.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    return np.clip(resized, 0.0, 1.0)
+
+
+def _load_keras(path: Path, precision: str, manifest: dict[str, Any]):
+    import keras
+
+    from . import model as _model  # registers the custom preprocessing layer
+
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as exc:  # zip/h5 errors of every kind on a damaged file
+        raise BundleError(f"{path} could not be loaded ({type(exc).__name__}: {exc})") from None
+    if precision != "float32":
+        from .config import ModelConfig
+
+        cfg = ModelConfig(backbone=manifest.get("backbone", "resnet50"), weights="none",
+                          cam_layer=manifest.get("cam_layer", "conv5_block3_out"))
+        model = _model.clone_with_precision(model, cfg, _model.choose_precision(precision))
+    return model

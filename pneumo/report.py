@@ -1,0 +1,216 @@
+"""A one-page report of one prediction, as PDF (fpdf2) or PNG (Pillow).
+
+Pure functions of arrays and numbers: no file names, no DICOM tags, no dates, nothing that
+could identify a patient. The same inputs give the same bytes (the PDF's creation date is
+fixed), so a report can be checked and cached.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .errors import ImageError
+
+DISCLAIMER = (
+    "Research software, not a medical device. This is a screening aid for paediatric "
+    "(1-5 years) frontal chest X-rays: it does not make a diagnosis. A qualified clinician must "
+    "review the image. The heatmap shows which regions drove the model's score, not where "
+    "disease is."
+)
+TITLE = "pneumo - pneumonia screening aid"
+MAX_SIDE = 1024  # images are downscaled to this for the report
+_FIXED_DATE = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)  # no real date: reproducible bytes
+_RED, _GREEN, _GREY = (200, 40, 40), (30, 130, 60), (90, 90, 90)
+
+
+def _gray_rgb(image: np.ndarray) -> np.ndarray:
+    """(H, W) float [0, 1] or uint8, or (H, W, 3) uint8 -> uint8 RGB."""
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3) or arr.size == 0:
+        raise ImageError(f"report: expected an (H, W) or (H, W, 3) image, received {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = np.clip(np.rint(np.nan_to_num(arr.astype(np.float32)) * 255.0), 0, 255)
+        arr = arr.astype(np.uint8)
+    return arr if arr.ndim == 3 else np.repeat(arr[:, :, None], 3, axis=2)
+
+
+def _pil(image: np.ndarray, max_side: int = MAX_SIDE) -> Image.Image:
+    img = Image.fromarray(_gray_rgb(image), "RGB")
+    img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return img
+
+
+def _summary(probability: float, threshold: float, label: str | None) -> tuple[str, str]:
+    p, t = float(probability), float(threshold)
+    if not (0.0 <= p <= 1.0 and 0.0 <= t <= 1.0):
+        raise ValueError(f"probability and threshold must be in [0, 1], got {p}, {t}")
+    label = label or ("PNEUMONIA" if p >= t else "NORMAL")
+    return label, f"Probability of pneumonia: {p:.1%} (decision threshold {t:.1%}) -> {label}"
+
+
+def _lines(model_name: str, method: str | None, flags: Sequence[str]) -> list[str]:
+    lines = [f"Model: {model_name}"]
+    if method:
+        lines.append(f"Heatmap method: {method}")
+    lines += [f"Flag: {flag}" for flag in flags] or ["Flags: none"]
+    return lines
+
+
+def _latin1(text: str) -> str:
+    # fpdf2's core fonts are latin-1; replace typographic characters, drop the rest.
+    table = {"\u2013": "-", "\u2014": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"',
+             "\u201d": '"', "\u2265": ">=", "\u2264": "<=", "\u2026": "...", "\u2192": "->"}
+    for src, dst in table.items():
+        text = text.replace(src, dst)
+    return text.encode("latin-1", "replace").decode("latin-1")
+
+
+def build_report_pdf(image: np.ndarray, overlay: np.ndarray | None, probability: float,
+                     threshold: float, model_name: str, label: str | None = None,
+                     method: str | None = None, flags: Sequence[str] = ()) -> bytes:
+    """A one-page A4 PDF: film and heatmap overlay side by side, probability, threshold, flags.
+
+    Args:
+        image: the film, (H, W) float in [0, 1] or uint8.
+        overlay: the heatmap overlay, uint8 RGB (H, W, 3), or None (no heatmap).
+        probability, threshold: in [0, 1].
+        model_name: the bundle's name.
+        label: "NORMAL"/"PNEUMONIA"; derived from probability >= threshold when None.
+        method: heatmap method shown in the report (e.g. "Grad-CAM").
+        flags: plain-language review / out-of-population reasons.
+    """
+    from fpdf import FPDF
+
+    label, summary = _summary(probability, threshold, label)
+    pdf = FPDF(orientation="P", unit="mm", format="A4")
+    pdf.set_creation_date(_FIXED_DATE)
+    pdf.set_title("pneumo report")
+    pdf.set_auto_page_break(auto=True, margin=12)
+    pdf.add_page()
+    pdf.set_font("Helvetica", "B", 16)
+    pdf.cell(0, 10, _latin1(TITLE), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", "B", 12)
+    pdf.set_text_color(*(_RED if label == "PNEUMONIA" else _GREEN))
+    pdf.multi_cell(0, 7, _latin1(summary), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_text_color(0, 0, 0)
+    _pdf_bar(pdf, float(probability), float(threshold))
+
+    panels = [("Image", _pil(image))] + ([("Heatmap overlay", _pil(overlay))]
+                                          if overlay is not None else [])
+    width = (pdf.epw - 6) / 2
+    top = pdf.get_y() + 2
+    height = 0.0
+    for k, (caption, img) in enumerate(panels):
+        x = pdf.l_margin + k * (width + 6)
+        h = width * img.height / img.width
+        pdf.image(img, x=x, y=top + 6, w=width, h=h)
+        pdf.set_xy(x, top)
+        pdf.set_font("Helvetica", "", 10)
+        pdf.cell(width, 5, caption)
+        height = max(height, h)
+    pdf.set_xy(pdf.l_margin, top + 8 + height)
+    pdf.set_font("Helvetica", "", 10)
+    for line in _lines(model_name, method, flags):
+        pdf.multi_cell(0, 5, _latin1(line), new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(3)
+    pdf.set_font("Helvetica", "I", 9)
+    pdf.set_text_color(*_GREY)
+    pdf.multi_cell(0, 4.5, _latin1(DISCLAIMER), new_x="LMARGIN", new_y="NEXT")
+    return bytes(pdf.output())
+
+
+def _pdf_bar(pdf, probability: float, threshold: float) -> None:
+    x, y, w, h = pdf.l_margin, pdf.get_y() + 2, pdf.epw, 5
+    pdf.set_draw_color(120, 120, 120)
+    pdf.set_fill_color(235, 235, 235)
+    pdf.rect(x, y, w, h, style="DF")
+    pdf.set_fill_color(*(_RED if probability >= threshold else _GREEN))
+    if probability > 0:
+        pdf.rect(x, y, w * probability, h, style="F")
+    pdf.set_draw_color(0, 0, 0)
+    pdf.set_line_width(0.6)
+    pdf.line(x + w * threshold, y - 1.5, x + w * threshold, y + h + 1.5)
+    pdf.set_line_width(0.2)
+    pdf.set_xy(x, y + h + 1)
+    pdf.set_font("Helvetica", "", 8)
+    pdf.cell(0, 4, "0%        bar = probability of pneumonia; black line = decision threshold"
+                   "        100%", new_x="LMARGIN", new_y="NEXT")
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: one bitmap size only
+        return ImageFont.load_default()
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        trial = f"{line} {word}".strip()
+        if draw.textlength(trial, font=font) <= width or not line:
+            line = trial
+        else:
+            lines.append(line)
+            line = word
+    return lines + ([line] if line else [])
+
+
+def build_report_png(image: np.ndarray, overlay: np.ndarray | None, probability: float,
+                     threshold: float, model_name: str, label: str | None = None,
+                     method: str | None = None, flags: Sequence[str] = ()) -> bytes:
+    """The same report as `build_report_pdf`, as one PNG image (1400 px wide)."""
+    label, summary = _summary(probability, threshold, label)
+    width, margin, gap = 1400, 40, 30
+    panel = (width - 2 * margin - gap) // 2
+    imgs = [("Image", _pil(image, panel))]
+    if overlay is not None:
+        imgs.append(("Heatmap overlay", _pil(overlay, panel)))
+    img_h = max(img.height for _, img in imgs)
+    big, mid, small = _font(34), _font(24), _font(20)
+    scratch = ImageDraw.Draw(Image.new("RGB", (8, 8)))
+    text_lines = [line for text in _lines(model_name, method, flags)
+                  for line in _wrap(scratch, text, mid, width - 2 * margin)]
+    disclaimer = _wrap(scratch, DISCLAIMER, small, width - 2 * margin)
+    height = margin + 186 + 34 + img_h + 20 + 32 * len(text_lines) + 20 + 26 * len(disclaimer) + margin
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    y = margin
+    draw.text((margin, y), TITLE, fill="black", font=big)
+    y += 56
+    draw.text((margin, y), summary.replace("->", "\u2192"), font=mid,
+              fill=_RED if label == "PNEUMONIA" else _GREEN)
+    y += 44
+    bar_w = width - 2 * margin
+    draw.rectangle([margin, y, margin + bar_w, y + 24], fill=(235, 235, 235), outline=_GREY)
+    if probability > 0:
+        draw.rectangle([margin, y, margin + int(bar_w * probability), y + 24],
+                       fill=_RED if probability >= threshold else _GREEN)
+    tx = margin + int(bar_w * threshold)
+    draw.line([tx, y - 8, tx, y + 32], fill="black", width=4)
+    y += 36
+    draw.text((margin, y), "bar = probability of pneumonia; black line = decision threshold",
+              fill=_GREY, font=small)
+    y += 50
+    for k, (caption, img) in enumerate(imgs):
+        x = margin + k * (panel + gap)
+        draw.text((x, y), caption, fill="black", font=mid)
+        canvas.paste(img, (x, y + 34))
+    y += 34 + img_h + 20
+    for line in text_lines:
+        draw.text((margin, y), line, fill="black", font=mid)
+        y += 32
+    y += 20
+    for line in disclaimer:
+        draw.text((margin, y), line, fill=_GREY, font=small)
+        y += 26
+    out = io.BytesIO()
+    canvas.save(out, format="PNG", optimize=False)
+    return out.getvalue()

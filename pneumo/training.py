@@ -1,0 +1,337 @@
+"""Staged fine-tuning of the classifier and writing of the model bundle.
+
+Two ways to feed the network, same model and same stages:
+- streaming (`train.cache_views: 0`): every batch is decoded, augmented with Albumentations in a
+  tf.data pipeline and run through the whole network. Right on a GPU.
+- cached (`train.cache_views: V`): layers below the deepest unfrozen stage never change, so
+  their output is computed once for V views of each training image (view 0 clean, views 1..V-1
+  augmented) and the trainable top is trained on it. On a 2-core CPU without bfloat16 this turns
+  a 45 min/epoch full pass into minutes; the network and its weights are the same.
+Every stage checkpoints each epoch (`--resume` continues after a kill) and keeps its best
+epoch by validation AUC.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from . import __version__
+from .augment import augment_image, build_augmenter
+from .bundle import write_json, write_manifest
+from .config import Config, StageConfig, save_config
+from .datasets import CLASS_NAMES, class_weights, discover, limit_per_class, split_by_patient
+from .errors import ConfigError, DataError
+from .model import (FEATURES_LAYER, LOGIT_LAYER, build_model, choose_precision, set_trainable)
+from .pipeline import eval_dataset, frame_images, oversample_indices, train_dataset
+
+WORK = "work"  # resumable state inside the output folder; deleted when the bundle is complete
+
+
+def log(message: str) -> None:
+    print(f"[pneumo] {message}", file=sys.stderr, flush=True)
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """`default` (one device), `mirrored` (all local devices) or `multi_worker` (TF_CONFIG)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ConfigError(f"train.strategy must be default, mirrored or multi_worker; received {name!r}")
+
+
+def prepare_split(cfg: Config, data: str | Path, out: Path) -> pd.DataFrame:
+    """Discover the data, take the configured slice, split by patient; reuse split.csv on resume."""
+    split_path = out / "split.csv"
+    if split_path.is_file():
+        return pd.read_csv(split_path, dtype={"patient_id": str})
+    frame = limit_per_class(discover(data, "train"), cfg.data.limit_per_class, cfg.data.seed)
+    frame = split_by_patient(frame, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.seed)
+    for split in ("train", "val"):
+        if frame.loc[frame.split == split, "label"].nunique() < 2:
+            raise DataError(f"the {split} split needs both classes; add data or change fractions")
+    frame.to_csv(split_path, index=False)
+    return frame
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Append one row per finished epoch (stage, epoch, metrics, seconds) to history.csv."""
+
+    def __init__(self, path: Path, stage: str):
+        super().__init__()
+        self.path, self.stage = Path(path), stage
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"stage": self.stage, "epoch": epoch + 1, **(logs or {})}
+        row["seconds"] = round(time.perf_counter() - self._start, 1)
+        row = {k: (float(v) if not isinstance(v, str) else v) for k, v in row.items()}
+        row["epoch"] = epoch + 1
+        frame = pd.DataFrame([row])
+        frame.to_csv(self.path, mode="a", header=not self.path.is_file(), index=False)
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Save the full model's weights whenever `monitor` improves; survives a restart.
+
+    The best value lives in a JSON file beside the weights, so a resumed run does not overwrite
+    a better earlier epoch.
+    """
+
+    def __init__(self, full_model: keras.Model, path: Path, monitor: str = "val_auc"):
+        super().__init__()
+        self.full_model, self.path, self.monitor = full_model, Path(path), monitor
+        self.state_path = self.path.with_suffix(".json")
+
+    def on_train_begin(self, logs=None):
+        self.best = -math.inf
+        if self.state_path.is_file():
+            self.best = json.loads(self.state_path.read_text())["best"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(value) or value <= self.best:
+            return
+        self.best = float(value)
+        self.full_model.save_weights(self.path)
+        self.state_path.write_text(json.dumps({"best": self.best, "epoch": epoch + 1}))
+
+
+# --------------------------------------------------------------------------- feature cache
+
+
+def cache_boundary(model: keras.Model, stages: list[StageConfig]):
+    """The tensor feeding the earliest unfrozen layer over all stages (the cache point)."""
+    prefixes = [s.unfreeze_from for s in stages if s.unfreeze_from]
+    if "*" in prefixes:
+        raise ConfigError("train.cache_views needs a frozen stem; a stage unfreezes everything ('*')")
+    for layer in model.layers:
+        if any(layer.name.startswith(p) for p in prefixes):
+            return layer.input
+    return model.get_layer(FEATURES_LAYER).input  # head-only training: cache the last conv map
+
+
+class CachedViews(keras.utils.PyDataset):
+    """Batches of cached features; each epoch picks one random view per image.
+
+    Yields (features float32, labels, sample_weights): class weights become sample weights.
+    """
+
+    def __init__(self, views: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
+                 weights: dict[int, float] | None = None, oversample: bool = False,
+                 shuffle: bool = True):
+        super().__init__()
+        self.views, self.labels = views, np.asarray(labels, dtype=np.float32)
+        self.batch_size, self.shuffle, self.oversample = batch_size, shuffle, oversample
+        self.rng = np.random.default_rng(seed)
+        self.class_w = weights
+        self.on_epoch_end()
+
+    def on_epoch_end(self):
+        base = (oversample_indices(self.labels, int(self.rng.integers(1 << 31)))
+                if self.oversample else np.arange(len(self.labels)))
+        self.order = self.rng.permutation(base) if self.shuffle else base
+        self.view_of = self.rng.integers(0, self.views.shape[0], size=len(self.order))
+
+    def __len__(self):
+        return math.ceil(len(self.order) / self.batch_size)
+
+    def __getitem__(self, i):
+        sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        idx, view = self.order[sl], self.view_of[sl]
+        x = np.stack([self.views[v, j] for v, j in zip(view, idx)]).astype(np.float32)
+        y = self.labels[idx]
+        if self.class_w is None:
+            return x, y
+        w = np.where(y > 0.5, self.class_w[1], self.class_w[0]).astype(np.float32)
+        return x, y, w
+
+
+def build_cache(bottom: keras.Model, images: np.ndarray, path: Path, views: int,
+                cfg: Config, batch: int = 64) -> np.ndarray:
+    """Bottom-network outputs for `views` views of `images`, as a resumable float16 memmap.
+
+    View 0 is the clean image, views 1.. are Albumentations augmentations (seed per view).
+    """
+    shape = (views, len(images), *bottom.output.shape[1:])
+    done_path = path.with_suffix(".done.json")
+    done = json.loads(done_path.read_text())["rows"] if done_path.is_file() else 0
+    mode = "r+" if done and path.is_file() else "w+"
+    cache = np.lib.format.open_memmap(path, mode=mode, dtype=np.float16, shape=shape)
+    total = views * len(images)
+    forward = tf.function(lambda x: bottom(x, training=False), reduce_retracing=True)
+    start = time.perf_counter()
+    for row in range(done, total, batch):
+        view, first = divmod(row, len(images))
+        last = min(first + batch, len(images))
+        chunk = images[first:last]
+        if view > 0:
+            augmenter = build_augmenter(cfg.augment, seed=cfg.data.seed * 1000 + view * 7919 + first)
+            chunk = np.stack([augment_image(augmenter, im) for im in chunk])
+        cache[view, first:last] = forward(tf.constant(chunk, tf.float32)).numpy().astype(np.float16)
+        done_rows = view * len(images) + last
+        if (done_rows // batch) % 8 == 0 or done_rows == total:
+            cache.flush()
+            done_path.write_text(json.dumps({"rows": done_rows}))
+            rate = (done_rows - done) / (time.perf_counter() - start)
+            log(f"feature cache {path.stem}: {done_rows}/{total} ({rate:.1f} img/s)")
+        if last == len(images) and view == views - 1:
+            break
+    cache.flush()
+    done_path.write_text(json.dumps({"rows": total}))
+    return np.load(path, mmap_mode="r")
+
+
+# --------------------------------------------------------------------------- training
+
+
+def compile_for_stage(model: keras.Model, stage: StageConfig, label_smoothing: float) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(stage.learning_rate),
+        loss=keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
+        metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
+    )
+
+
+def run_stages(cfg: Config, full: keras.Model, trained: keras.Model, train_data, val_data,
+               work: Path, out: Path, fit_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run each stage (skipping finished ones on resume); return per-stage summaries."""
+    state_path = work / "stages.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {"done": []}
+    summaries = []
+    for index, stage in enumerate(cfg.train.stages):
+        best_path = work / f"stage{index}_best.weights.h5"
+        if stage.name in [d["name"] for d in state["done"]]:
+            full.load_weights(best_path)
+            summaries.append(next(d for d in state["done"] if d["name"] == stage.name))
+            log(f"stage {stage.name}: already finished, best weights restored")
+            continue
+        n_trainable = set_trainable(full, stage.unfreeze_from)
+        compile_for_stage(trained, stage, cfg.train.label_smoothing)
+        log(f"stage {stage.name}: {stage.epochs} epoch(s), lr {stage.learning_rate}, "
+            f"{n_trainable} trainable layers")
+        callbacks = [
+            EpochRecorder(out / "history.csv", stage.name),
+            BestWeights(full, best_path),
+            keras.callbacks.EarlyStopping(
+                monitor="val_auc", mode="max", patience=cfg.train.early_stopping_patience),
+            keras.callbacks.BackupAndRestore(str(work / f"stage{index}_backup")),
+        ]
+        start = time.perf_counter()
+        trained.fit(train_data, validation_data=val_data, epochs=stage.epochs,
+                    callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 2, **fit_kwargs)
+        seconds = time.perf_counter() - start
+        if best_path.is_file():
+            full.load_weights(best_path)
+        else:  # no finite val AUC (tiny smoke data): keep the last weights as the stage's best
+            full.save_weights(best_path)
+        best = json.loads(best_path.with_suffix(".json").read_text()) if best_path.with_suffix(
+            ".json").is_file() else {"best": None, "epoch": None}
+        summary = {"name": stage.name, "seconds": round(seconds, 1), "best_val_auc": best["best"],
+                   "best_epoch": best["epoch"]}
+        state["done"].append(summary)
+        state_path.write_text(json.dumps(state))
+        summaries.append(summary)
+    return summaries
+
+
+def heads(model: keras.Model, inputs=None) -> keras.Model:
+    """A view of `model` (from `inputs`, default its input) returning (pooled features, logit)."""
+    return keras.Model(inputs if inputs is not None else model.input,
+                       [model.get_layer(FEATURES_LAYER).output, model.get_layer(LOGIT_LAYER).output])
+
+
+def features_and_logits(model: keras.Model, data: np.ndarray, batch: int = 64):
+    """Run a (features, logit) model over an array in batches; returns (float32 feats, logits)."""
+    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    feats, logits = [], []
+    for first in range(0, len(data), batch):
+        f, l = forward(tf.constant(np.asarray(data[first:first + batch], dtype=np.float32)))
+        feats.append(f.numpy().astype(np.float32))
+        logits.append(l.numpy().reshape(-1).astype(np.float32))
+    return np.concatenate(feats), np.concatenate(logits)
+
+
+def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False) -> Path:
+    """Train `cfg` on the data at `data` and write a complete bundle to `out`. Returns `out`."""
+    out = Path(out)
+    work = out / WORK
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise ConfigError(f"{out} is not empty; pass --resume to continue or choose another --out")
+    work.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    keras.utils.set_random_seed(cfg.data.seed)
+    t0 = time.perf_counter()
+
+    frame = prepare_split(cfg, data, out)
+    size = cfg.data.image_size
+    parts = {s: frame[frame.split == s].reset_index(drop=True) for s in ("train", "val", "test")}
+    log("split by patient: " + ", ".join(
+        f"{s} {len(p)} images / {p.patient_id.nunique()} patients" for s, p in parts.items()))
+    images = {s: frame_images(p, size) for s, p in parts.items() if len(p)}
+    labels = {s: p["label"].to_numpy() for s, p in parts.items()}
+    load_seconds = time.perf_counter() - t0
+    log(f"decoded {sum(len(v) for v in images.values())} images in {load_seconds:.0f}s")
+
+    precision = choose_precision(cfg.train.precision)
+    strategy = make_strategy(cfg.train.strategy)
+    with strategy.scope():
+        full = build_model(cfg.model, size, precision)
+    weights = class_weights(labels["train"]) if cfg.train.class_weight else None
+    views = cfg.train.cache_views
+    if views > 0:
+        boundary = cache_boundary(full, cfg.train.stages)
+        bottom = keras.Model(full.input, boundary)
+        trained = keras.Model(boundary, full.output)
+        caches = {s: build_cache(bottom, images[s], work / f"cache_{s}.npy",
+                                 views if s == "train" else 1, cfg) for s in images}
+        train_data = CachedViews(caches["train"], labels["train"], cfg.train.batch_size,
+                                 cfg.data.seed, weights, cfg.train.oversample)
+        val_data = CachedViews(caches["val"], labels["val"], cfg.train.batch_size, 0, shuffle=False)
+        fit_kwargs: dict[str, Any] = {}
+        if cfg.train.steps_per_epoch:
+            fit_kwargs["steps_per_epoch"] = cfg.train.steps_per_epoch
+        readout = heads(full, boundary)
+        inputs = {s: c[0] for s, c in caches.items()}
+    else:
+        trained = full
+        train_data = train_dataset(images["train"], labels["train"], cfg.train.batch_size,
+                                   cfg.augment, cfg.data.seed, cfg.train.oversample)
+        val_data = eval_dataset(images["val"], cfg.train.batch_size, labels["val"])
+        steps = cfg.train.steps_per_epoch or max(1, len(labels["train"]) // cfg.train.batch_size)
+        fit_kwargs = {"steps_per_epoch": steps, "class_weight": weights}
+        readout = heads(full)
+        inputs = images
+    cache_seconds = time.perf_counter() - t0 - load_seconds
+
+    stages = run_stages(cfg, full, trained, train_data, val_data, work, out, fit_kwargs)
+    outputs = {s: features_and_logits(readout, inputs[s]) for s in inputs}
+    train_seconds = time.perf_counter() - t0
+    timing = {"total_seconds": round(train_seconds, 1), "decode_seconds": round(load_seconds, 1),
+              "cache_seconds": round(cache_seconds, 1), "stages": stages, "precision": precision,
+              "cache_views": views}
+    log(f"training finished in {train_seconds / 60:.1f} min; writing the bundle")
+
+    from .finalize import write_bundle
+
+    write_bundle(cfg, full, parts, outputs, timing, out)
+    shutil.rmtree(work, ignore_errors=True)
+    return out
