@@ -1,0 +1,83 @@
+"""The CLI's contracts: JSON lines, last-line JSON, exit codes, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pneumo(*args, cwd=REPO):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-m", "pneumo", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_predict_prints_one_json_line_per_input(tiny_bundle, synthetic_data, tmp_path):
+    films = sorted((synthetic_data / "PNEUMONIA").iterdir())[:2]
+    bad = tmp_path / "notes.png"
+    bad.write_text("hello")
+    proc = pneumo("predict", "--model", tiny_bundle, "--cam-dir", tmp_path / "cams",
+                  films[0], bad, films[1])
+    lines = [json.loads(line) for line in proc.stdout.strip().splitlines()]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert [line["path"] for line in lines] == [str(films[0]), str(bad), str(films[1])]
+    assert "error" in lines[1] and "text file" in lines[1]["error"]
+    for line in (lines[0], lines[2]):
+        assert 0 <= line["probability"] <= 1 and Path(line["heatmap"]).is_file()
+    ok = pneumo("predict", "--model", tiny_bundle, "--cam", "none", films[0])
+    assert ok.returncode == 0 and json.loads(ok.stdout)["heatmap"] is None
+
+
+def test_evaluate_last_line_is_json_and_out_files(tiny_bundle, synthetic_data, tmp_path):
+    proc = pneumo("evaluate", "--model", tiny_bundle, "--data", synthetic_data, "--out",
+                  tmp_path / "ev", "--bootstrap", "100")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    metrics = json.loads(lines[-1])
+    for key in ("n", "auc", "auc_ci", "pr_auc", "accuracy", "sensitivity", "specificity",
+                "precision", "f1", "brier", "ece", "threshold", "confusion_matrix"):
+        assert key in metrics
+    assert metrics["n"] == 48 and any(line.startswith("AUC") for line in lines[:-1])
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert metrics["threshold"] == pytest.approx(manifest["threshold"])
+    assert (tmp_path / "ev" / "metrics.json").is_file()
+    assert (tmp_path / "ev" / "predictions.csv").is_file()
+    forced = json.loads(pneumo("evaluate", "--model", tiny_bundle, "--data", synthetic_data,
+                               "--threshold", "0.5", "--bootstrap", "0").stdout.splitlines()[-1])
+    assert forced["threshold"] == 0.5
+
+
+def test_bad_bundle_and_bad_data_exit_2_without_traceback(tmp_path, tiny_bundle):
+    proc = pneumo("predict", "--model", tmp_path / "nope", "x.png")
+    assert proc.returncode == 2 and proc.stderr.startswith("pneumo: error:")
+    assert "Traceback" not in proc.stderr
+    proc = pneumo("evaluate", "--model", tiny_bundle, "--data", tmp_path)
+    assert proc.returncode == 2 and "not a known layout" in proc.stderr
+
+
+def test_export_rewrites_the_saved_model_and_hashes(tiny_bundle, tmp_path):
+    import shutil
+
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    shutil.rmtree(bundle / "saved_model")
+    proc = pneumo("export", "--model", bundle, "--format", "saved_model")
+    assert proc.returncode == 0, proc.stderr
+    assert (bundle / "saved_model" / "saved_model.pb").is_file()
+    from pneumo.bundle import read_manifest
+
+    read_manifest(bundle, verify=True)
+
+
+def test_train_py_is_the_train_command():
+    a = subprocess.run([sys.executable, "train.py", "--help"], cwd=REPO, capture_output=True,
+                       text=True)
+    b = pneumo("train", "--help")
+    assert a.returncode == b.returncode == 0 and "--resume" in a.stdout

@@ -1,0 +1,47 @@
+"""Config: defaults typed in one place, YAML overrides only, loud failures."""
+
+from pathlib import Path
+
+import pytest
+
+from pneumo.config import Config, load_config, save_config
+from pneumo.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_configs_load():
+    default = load_config(REPO / "configs" / "default.yaml")
+    smoke = load_config(REPO / "configs" / "smoke.yaml")
+    assert default.model.backbone == "resnet50" and smoke.model.backbone == "tiny"
+    assert [s.unfreeze_from for s in default.train.stages] == ["", "conv5_block1"]
+
+
+def test_dotted_overrides_and_roundtrip(tmp_path):
+    cfg = load_config(None, {"train.batch_size": 8, "augment.rotate_limit": 3})
+    assert cfg.train.batch_size == 8 and cfg.augment.rotate_limit == 3.0
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train:\n  batchsize: 3\n", "unknown key"),
+    ("train:\n  batch_size: many\n", "expected int"),
+    ("data:\n  seed: 1.5\n", "expected int"),
+    ("- a\n- b\n", "mapping"),
+    ("train: [\n", "not valid YAML"),
+])
+def test_bad_configs_fail_loudly(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("/nonexistent.yaml")
+
+
+def test_defaults_are_a_config():
+    assert isinstance(load_config(), Config)

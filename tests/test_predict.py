@@ -1,0 +1,87 @@
+"""Predictor: every input kind, the result contract, flags, batch with errors in place."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pneumo import ImageError, PneumoError, Predictor
+from pneumo.predict import tta_views
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_bundle):
+    return Predictor.load(tiny_bundle)
+
+
+@pytest.fixture(scope="module")
+def film(synthetic_data):
+    return sorted((synthetic_data / "PNEUMONIA").iterdir())[0]
+
+
+def test_every_source_kind_gives_the_same_answer(predictor, film):
+    data = film.read_bytes()
+    array = np.asarray(Image.open(film).convert("L"))
+    answers = [predictor.predict(s, cam="none").probability
+               for s in (film, str(film), data, io.BytesIO(data), array)]
+    np.testing.assert_allclose(answers, answers[0], atol=1e-6)
+
+
+def test_result_contract(predictor, film):
+    result = predictor.predict(film)
+    d = result.to_dict()
+    for key in ("probability", "label", "threshold", "in_population", "ood_score", "uncertainty",
+                "needs_review"):
+        assert key in d
+    assert 0 <= result.probability <= 1 and result.label in ("NORMAL", "PNEUMONIA")
+    assert (result.label == "PNEUMONIA") == (result.probability >= result.threshold)
+    assert result.heatmap.shape == (96, 96) and result.heatmap.dtype == np.float32
+    assert 0 <= result.heatmap.min() and result.heatmap.max() <= 1
+    assert result.needs_review == bool(result.reasons)
+
+
+def test_colour_and_blank_images_are_out_of_population(predictor):
+    rng = np.random.default_rng(0)
+    colour = np.zeros((96, 96, 3), np.uint8)
+    colour[..., 0] = 200
+    colour[..., 1] = rng.integers(0, 255, (96, 96))
+    for image in (colour, np.zeros((96, 96), np.uint8), np.full((96, 96), 255, np.uint8)):
+        result = predictor.predict(image)
+        assert not result.in_population and result.needs_review and result.reasons
+
+
+def test_tta_gives_views_and_a_spread(predictor, film):
+    x = np.zeros((64, 64, 3), np.uint8)
+    x[20:40, 20:40] = 255
+    views = tta_views(x)
+    assert views.shape == (3, 64, 64, 3) and np.array_equal(views[0], x)
+    assert not np.array_equal(views[1], x)
+    assert predictor.predict(film, tta=False).uncertainty == 0.0
+    assert predictor.predict(film, tta=True).uncertainty >= 0.0
+
+
+def test_batch_answers_in_order_with_errors_in_place(predictor, synthetic_data, film):
+    films = sorted((synthetic_data / "NORMAL").iterdir())[:3]
+    sources = [films[0], b"not an image", films[1], b"", films[2]]
+    results = predictor.predict_batch(sources, batch_size=2)
+    assert [type(r).__name__ for r in results] == [
+        "PredictionResult", "ImageError", "PredictionResult", "ImageError", "PredictionResult"]
+    single = [predictor.predict(f, cam="none", tta=False).probability for f in films]
+    np.testing.assert_allclose([results[i].probability for i in (0, 2, 4)], single, atol=1e-5)
+
+
+def test_each_cam_method_through_the_predictor(predictor, film):
+    for cam in ("gradcam", "gradcam++", "scorecam"):
+        heatmap = predictor.predict(film, cam=cam, tta=False).heatmap
+        assert heatmap.shape == (96, 96) and np.isfinite(heatmap).all()
+    assert predictor.predict(film, cam="none").heatmap is None
+    with pytest.raises(PneumoError, match="cam must be"):
+        predictor.predict(film, cam="lime")
+
+
+def test_bad_input_raises_the_documented_error(predictor):
+    with pytest.raises(ImageError, match="empty"):
+        predictor.predict(b"")
