@@ -24,12 +24,14 @@ from .gate import MahalanobisGate
 from .metrics import (apply_temperature, choose_threshold, fit_temperature, reliability_curve,
                       summary_metrics)
 from .model import build_model
+from .modelcard import model_card
 
 PREPROCESSING = (
-    "read_image: decode to grayscale float [0,1] (8-bit /255; 16-bit by bits used; DICOM: "
-    "modality+VOI LUT, min-max, MONOCHROME1 inverted, first frame) -> to_model_input: squash "
-    "to SxS (cv2 INTER_AREA when shrinking, no letterbox), round to uint8, repeat to 3 channels "
-    "-> model: ResNet caffe preprocessing (BGR, ImageNet mean) inside the graph"
+    "read_image: decode to grayscale float [0,1] (8-bit /255; 16-bit by the bits used; DICOM: "
+    "modality LUT, then the VOI window mapped to black..white or the data's min..max when "
+    "there is none, MONOCHROME1 inverted, first frame) -> to_model_input: squash to SxS "
+    "(cv2 INTER_AREA when shrinking, no letterbox), round to uint8, repeat to 3 channels -> "
+    "model: ResNet caffe preprocessing (BGR, ImageNet mean) inside the graph"
 )
 
 
@@ -110,6 +112,7 @@ def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame]
                                                       "specificity")},
         "timing": timing,
     }
+    (out / "MODEL_CARD.md").write_text(model_card(info, metrics))
     return write_manifest(out, info)
 
 
