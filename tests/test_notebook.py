@@ -1,0 +1,28 @@
+"""The walkthrough notebook runs top to bottom on the shipped model (a small slice in CI)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "notebooks" / "walkthrough.ipynb"
+
+
+def test_walkthrough_notebook_executes(shared_data):
+    if not (REPO / "models" / "default" / "manifest.json").is_file():
+        pytest.skip("no shipped model in models/default")
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    os.environ["PNEUMO_NOTEBOOK_SLICE"] = os.environ.get("PNEUMO_NOTEBOOK_SLICE", "8")
+    os.environ["PNEUMO_SHARED"] = str(shared_data.parent)
+    client = NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(REPO / "notebooks")}})
+    client.execute()
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                      for o in c.get("outputs", []))
+    assert "right" in outputs and "max |served - bundle|" in outputs
