@@ -7,6 +7,7 @@ out-of-population gate and the Grad-CAM map. A few shifted/zoomed views of the s
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,7 @@ class Predictor:
         for key in ("threshold", "image_size"):
             if key not in manifest:
                 raise BundleError(f"{directory}: manifest has no {key!r}; retrain or re-export")
+        _check_numbers(directory, manifest)
         from .gate import MahalanobisGate
 
         model = _load_keras(directory / "model.keras", precision, manifest)
@@ -204,6 +206,18 @@ def _resize(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A low-resolution CAM resized to (H, W), float32 in [0, 1]."""
     resized = cv2.resize(cam.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
     return np.clip(resized, 0.0, 1.0)
+
+
+def _check_numbers(directory: Path, manifest: dict[str, Any]) -> None:
+    """The manifest's numbers are numbers: a hand-edited manifest must not fail later, oddly."""
+    checks = {"threshold": lambda v: 0.0 <= v <= 1.0, "temperature": lambda v: v > 0,
+              "image_size": lambda v: v >= 32 and v == int(v)}
+    for key, valid in checks.items():
+        value = manifest.get(key, 1.0)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (ok and math.isfinite(value) and valid(value)):
+            raise BundleError(f"{directory}: manifest.json has an invalid {key!r} ({value!r}); "
+                              "retrain or re-download the model")
 
 
 def _load_keras(path: Path, precision: str, manifest: dict[str, Any]):

@@ -42,6 +42,13 @@ def log(message: str) -> None:
     print(f"[pneumo] {message}", file=sys.stderr, flush=True)
 
 
+def write_state(path: Path, state: dict[str, Any]) -> None:
+    """Write a small JSON state file atomically: a kill leaves the old one or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state))
+    tmp.replace(path)
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """`default` (one device), `mirrored` (all local devices) or `multi_worker` (TF_CONFIG)."""
     if name == "default":
@@ -71,14 +78,40 @@ def prepare_split(cfg: Config, data: str | Path, out: Path) -> pd.DataFrame:
 
 
 class EpochRecorder(keras.callbacks.Callback):
-    """Append one row per finished epoch (stage, epoch, metrics, seconds) to history.csv."""
+    """Append one row per finished epoch (stage, epoch, metrics, seconds) to history.csv.
+
+    Must come before BackupAndRestore in the callbacks: a row is written before its epoch's
+    backup, so a killed run never has a backup ahead of its history. A resumed run redoes the
+    epochs after its last backup; their old rows (and a half-written last line) are dropped.
+    """
 
     def __init__(self, path: Path, stage: str):
         super().__init__()
         self.path, self.stage = Path(path), stage
 
+    def on_train_begin(self, logs=None):
+        self._pruned = False
+
     def on_epoch_begin(self, epoch, logs=None):
+        if not self._pruned:  # `epoch` is the first epoch this run trains (0, or resumed)
+            self._forget_from(epoch + 1)
+            self._pruned = True
         self._start = time.perf_counter()
+
+    def _forget_from(self, first: int) -> None:
+        if not self.path.is_file():
+            return
+        try:
+            frame = pd.read_csv(self.path)
+            number = pd.to_numeric(frame["epoch"], errors="coerce")
+        except (KeyError, ValueError):  # killed while the header was written: nothing to keep
+            self.path.unlink()
+            return
+        keep = number.notna() & ~((frame["stage"] == self.stage) & (number >= first))
+        if not keep.all():
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            frame[keep].to_csv(tmp, index=False)
+            tmp.replace(self.path)
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"stage": self.stage, "epoch": epoch + 1, **(logs or {})}
@@ -111,8 +144,35 @@ class BestWeights(keras.callbacks.Callback):
         if value is None or not math.isfinite(value) or value <= self.best:
             return
         self.best = float(value)
-        self.full_model.save_weights(self.path)
-        self.state_path.write_text(json.dumps({"best": self.best, "epoch": epoch + 1}))
+        tmp = self.path.with_name("tmp_" + self.path.name)  # Keras wants the .weights.h5 suffix
+        self.full_model.save_weights(tmp)
+        tmp.replace(self.path)  # a kill mid-save leaves the previous best intact
+        write_state(self.state_path, {"best": self.best, "epoch": epoch + 1})
+
+
+class AtomicBackup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore whose files are replaced atomically.
+
+    Keras writes `latest.weights.h5` in place: a kill during the write (likely, it follows
+    every epoch) leaves a truncated file that makes `--resume` crash. Here the weights are
+    written beside it and renamed into place, then the epoch counter; a kill between the two
+    only makes the resumed run repeat one epoch.
+    Keras also never clears the resume epoch it sets on the model, so after a resumed stage
+    the next stage's `fit` would skip as many epochs: it is cleared before each restore.
+    """
+
+    def on_train_begin(self, logs=None):
+        self.model._initial_epoch = None  # this stage's own backup (if any) sets it again
+        super().on_train_begin(logs)
+
+    def _save_model(self):
+        backup = Path(self.backup_dir)
+        backup.mkdir(parents=True, exist_ok=True)
+        weights = backup / "tmp_latest.weights.h5"  # Keras wants the .weights.h5 suffix
+        self.model.save_weights(weights, overwrite=True)
+        weights.replace(self._weights_path)
+        write_state(Path(self._training_metadata_path),
+                    {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
 
 # --------------------------------------------------------------------------- feature cache
@@ -190,13 +250,13 @@ def build_cache(bottom: keras.Model, images: np.ndarray, path: Path, views: int,
         done_rows = view * len(images) + last
         if (done_rows // batch) % 8 == 0 or done_rows == total:
             cache.flush()
-            done_path.write_text(json.dumps({"rows": done_rows}))
+            write_state(done_path, {"rows": done_rows})
             rate = (done_rows - done) / (time.perf_counter() - start)
             log(f"feature cache {path.stem}: {done_rows}/{total} ({rate:.1f} img/s)")
         if last == len(images) and view == views - 1:
             break
     cache.flush()
-    done_path.write_text(json.dumps({"rows": total}))
+    write_state(done_path, {"rows": total})
     return np.load(path, mmap_mode="r")
 
 
@@ -233,7 +293,7 @@ def run_stages(cfg: Config, full: keras.Model, trained: keras.Model, train_data,
             BestWeights(full, best_path),
             keras.callbacks.EarlyStopping(
                 monitor="val_auc", mode="max", patience=cfg.train.early_stopping_patience),
-            keras.callbacks.BackupAndRestore(str(work / f"stage{index}_backup")),
+            AtomicBackup(str(work / f"stage{index}_backup")),  # after EpochRecorder
         ]
         start = time.perf_counter()
         trained.fit(train_data, validation_data=val_data, epochs=stage.epochs,
@@ -248,7 +308,7 @@ def run_stages(cfg: Config, full: keras.Model, trained: keras.Model, train_data,
         summary = {"name": stage.name, "seconds": round(seconds, 1), "best_val_auc": best["best"],
                    "best_epoch": best["epoch"]}
         state["done"].append(summary)
-        state_path.write_text(json.dumps(state))
+        write_state(state_path, state)
         summaries.append(summary)
     return summaries
 
