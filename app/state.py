@@ -1,0 +1,269 @@
+"""Bundle discovery, caching and the state shared by the pages.
+
+* Bundles: every folder with a manifest.json under `<repo>/models`, or under $PNEUMO_MODELS_DIR
+  (which may also be one bundle folder itself).
+* The manifest is verified (sha256 of every file) once per bundle version and cached; the
+  model loads once per process (`st.cache_resource`), and only when a page asks for it.
+* Failures are `BundleError`s shown with `st.error` on the page, never a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from pneumo.bundle import MANIFEST, read_manifest
+from pneumo.errors import BundleError, DataError
+
+REPO = Path(__file__).resolve().parent.parent
+BUNDLE_KEY = "bundle_dir"
+
+
+def models_root() -> Path:
+    return Path(os.environ.get("PNEUMO_MODELS_DIR") or REPO / "models").expanduser()
+
+
+def find_bundles() -> list[Path]:
+    """Bundle folders, `default` first; $PNEUMO_MODELS_DIR may name a bundle or a parent."""
+    root = models_root()
+    if (root / MANIFEST).is_file():
+        return [root]
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and (p / MANIFEST).is_file()]
+    return sorted(found, key=lambda p: (p.name != "default", p.name))
+
+
+def _stamp(path: Path) -> tuple:
+    """Changes whenever a top-level file of the bundle is rewritten (keys the caches)."""
+    try:
+        return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns)
+                            for e in os.scandir(path) if e.is_file()))
+    except OSError:
+        return ()
+
+
+@st.cache_data(show_spinner="Verifying the model bundle…", max_entries=8)
+def _verified_manifest(path: str, stamp: tuple) -> dict[str, Any]:
+    return read_manifest(Path(path), verify=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _table(path: str, name: str, stamp: tuple) -> pd.DataFrame | None:
+    file = Path(path) / name
+    if not file.is_file():
+        return None
+    try:
+        return pd.read_csv(file)
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{file} is unreadable ({exc})") from None
+
+
+@st.cache_resource(show_spinner="Loading the model (once per server)…", max_entries=2)
+def _predictor(path: str, stamp: tuple):
+    from pneumo.predict import Predictor  # TensorFlow: only the pages that predict get here
+
+    return Predictor.load(path)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle: its folder and manifest, with cached access to its files."""
+
+    path: Path
+    manifest: dict[str, Any]
+    stamp: tuple
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("name") or self.path.name)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.manifest.get("threshold", 0.5))
+
+    def table(self, name: str) -> pd.DataFrame | None:
+        """A CSV of the bundle as a DataFrame, or None when the bundle has no such file."""
+        return _table(str(self.path), name, self.stamp)
+
+    def metrics(self) -> dict[str, Any]:
+        file = self.path / "metrics.json"
+        try:
+            return json.loads(file.read_text()) if file.is_file() else {}
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{file} is unreadable ({exc})") from None
+
+    def text(self, name: str) -> str | None:
+        file = self.path / name
+        return file.read_text(encoding="utf-8", errors="replace") if file.is_file() else None
+
+    def predictions(self) -> tuple[Any, Any]:
+        """(labels, probabilities) of the held-out test split, or st.error + st.stop."""
+        df = self.table("predictions.csv")
+        ok = df is not None and not df.empty and {"label", "probability"} <= set(df.columns)
+        if ok:
+            y = pd.to_numeric(df["label"], errors="coerce").to_numpy()
+            p = pd.to_numeric(df["probability"], errors="coerce").to_numpy()
+            ok = bool(np.isin(y, (0, 1)).all() and np.isfinite(p).all()
+                      and ((p >= 0) & (p <= 1)).all())
+        if not ok:
+            st.error(f"Bundle {self.name} has no usable predictions.csv (0/1 labels and "
+                     "probabilities in [0, 1]); retrain or re-evaluate it.")
+            st.stop()
+        return y.astype(int), p.astype(float)
+
+
+def selected_path() -> Path | None:
+    value = st.session_state.get(BUNDLE_KEY)
+    return Path(value) if value else None
+
+
+def load_bundle(path: Path) -> Bundle:
+    """Verify and return the bundle at `path`. Raises BundleError."""
+    stamp = _stamp(path)
+    manifest = _verified_manifest(str(path), stamp)
+    threshold = manifest.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
+            or not 0.0 <= threshold <= 1.0:
+        raise BundleError(f"{path}: manifest.json has an invalid threshold ({threshold!r}); "
+                          "retrain or re-download the model")
+    return Bundle(path, manifest, stamp)
+
+
+def require_bundle() -> Bundle:
+    """The selected, verified bundle, or an `st.error` on the page and `st.stop()`."""
+    path = selected_path()
+    if path is None:
+        st.warning(
+            f"No model bundle found under `{models_root()}`. Train one "
+            "(`python -m pneumo train --data … --out models/default`) or set "
+            "`PNEUMO_MODELS_DIR` to a folder of bundles, then reload.")
+        st.stop()
+    try:
+        return load_bundle(path)
+    except BundleError as exc:
+        st.error(f"The model bundle could not be loaded: {exc}")
+        st.stop()
+
+
+def get_predictor(bundle: Bundle):
+    """The loaded Predictor (once per process), or None after showing the BundleError."""
+    try:
+        return _predictor(str(bundle.path), bundle.stamp)
+    except BundleError as exc:
+        st.error(f"The model could not be loaded: {exc}")
+        return None
+
+
+def cached_prediction(predictor, data: bytes, name: str, cam: str):
+    """predictor.predict(data) memoised per session (a slider move must not re-run the model).
+
+    Keeps the last few results only; raises pneumo errors like `predict` does.
+    """
+    store: OrderedDict = st.session_state.setdefault("_predictions", OrderedDict())
+    key = (hashlib.sha256(data).hexdigest(), str(predictor.directory), cam)
+    if key not in store:
+        store[key] = predictor.predict(data, cam=cam, name=name)
+        while len(store) > 4:
+            store.popitem(last=False)
+    store.move_to_end(key)
+    return store[key]
+
+
+def threshold_control(bundle: Bundle, page: str, label: str = "Decision threshold") -> float:
+    """A threshold slider whose value is shared by the pages that show one.
+
+    Each page has its own widget (`page` names it); the value lives in a plain session key,
+    copied into the widget when another page changed it.
+    """
+    store = f"threshold::{bundle.path}"
+    widget = f"threshold::{page}::{bundle.path}"
+    st.session_state.setdefault(store, bundle.threshold)
+    if st.session_state.get(widget) != st.session_state[store]:
+        st.session_state[widget] = st.session_state[store]
+    st.slider(label, 0.0, 1.0, step=0.001, format="%.3f", key=widget,
+              on_change=_copy_state, args=(widget, store),
+              help=f"Probability ≥ threshold is called pneumonia. The bundle's threshold is "
+                   f"{bundle.threshold:.4g}, chosen on the validation split.")
+    return float(st.session_state[store])
+
+
+def _copy_state(source: str, target: str) -> None:
+    st.session_state[target] = st.session_state[source]
+
+
+def sidebar() -> None:
+    """The model picker and the selected bundle's facts."""
+    bundles = find_bundles()
+    with st.sidebar:
+        st.subheader("Model")
+        if not bundles:
+            st.warning(f"No model bundles under `{models_root()}`.")
+            st.session_state[BUNDLE_KEY] = None
+            return
+        options = [str(p) for p in bundles]
+        if st.session_state.get(BUNDLE_KEY) not in options:
+            st.session_state[BUNDLE_KEY] = options[0]
+        st.selectbox("Model bundle", options, key=BUNDLE_KEY,
+                     format_func=lambda p: Path(p).name,
+                     help="Folders with a manifest.json under models/ (or $PNEUMO_MODELS_DIR).")
+        try:
+            manifest = read_manifest(Path(st.session_state[BUNDLE_KEY]), verify=False)
+        except BundleError as exc:
+            st.error(str(exc))
+            return
+        try:
+            _bundle_facts(manifest)
+        except (TypeError, ValueError, AttributeError):
+            st.caption("This bundle's manifest has unexpected values; see the pages for details.")
+
+
+def _bundle_facts(manifest: dict[str, Any]) -> None:
+    st.markdown(f"**{manifest.get('name', '?')}** · {manifest.get('backbone', '?')} · "
+                f"{manifest.get('image_size', '?')} px  \ncreated {manifest.get('created', '?')}")
+    counts = (manifest.get("training_data") or {}).get("counts") or {}
+    if counts:
+        st.caption("Data (images / patients / with pneumonia): " + "; ".join(
+            f"{split} {c.get('images', '?')} / {c.get('patients', '?')} / "
+            f"{c.get('pneumonia', '?')}" for split, c in counts.items()))
+    head = manifest.get("headline") or {}
+    if head:
+        st.caption("Held-out test set: " + " · ".join(
+            f"{k.upper() if k == 'auc' else k} {v:.3f}" for k, v in head.items()
+            if isinstance(v, (int, float))))
+    st.caption(f"Decision threshold {fmt(manifest.get('threshold'), 4)}")
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A metric for display: nan/None -> "n/a"."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if v != v else f"{v:.{digits}f}"
+
+
+def fmt_range(ci: Any) -> str:
+    """[low, high] -> "low–high", or "n/a"."""
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or "n/a" in (fmt(ci[0]), fmt(ci[1])):
+        return "n/a"
+    return f"{fmt(ci[0])}–{fmt(ci[1])}"
+
+
+def fmt_ci(ci: Any) -> str:
+    """[low, high] -> " (95% CI low–high)", or "" when unknown."""
+    text = fmt_range(ci)
+    return "" if text == "n/a" else f" (95% CI {text})"
+
+
+__all__ = ["Bundle", "BundleError", "DataError", "find_bundles", "get_predictor", "load_bundle",
+           "models_root", "require_bundle", "sidebar", "threshold_control", "cached_prediction"]

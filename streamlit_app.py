@@ -1,0 +1,46 @@
+"""pneumo dashboard: `streamlit run streamlit_app.py` (repo root; also the Community Cloud entry).
+
+The entrypoint only routes: page config, the model picker in the sidebar, and the pages
+(app/*.py), which stay thin over the `pneumo` library. Set $PNEUMO_MODELS_DIR to serve bundles
+from another folder and $PNEUMO_SAMPLES_DIR to offer sample images on the Predict page.
+"""
+
+from pathlib import Path
+
+import streamlit as st
+
+from app import state
+
+HERE = Path(__file__).resolve().parent
+
+
+def build_navigation():
+    """The sectioned page menu; returns the page to run."""
+    def page(file: str, title: str, icon: str, **kw):
+        return st.Page(HERE / "app" / file, title=title, icon=f":material/{icon}:", **kw)
+
+    return st.navigation({
+        "": [page("home.py", "Home", "home", default=True)],
+        "Use the model": [
+            page("predict.py", "Predict", "radiology", url_path="predict"),
+            page("batch.py", "Batch", "folder_zip", url_path="batch"),
+        ],
+        "Evaluate the model": [
+            page("confusion.py", "Confusion matrix", "grid_view", url_path="confusion"),
+            page("curves.py", "ROC & PR curves", "show_chart", url_path="curves"),
+            page("calibration.py", "Calibration", "target", url_path="calibration"),
+            page("training.py", "Training curves", "timeline", url_path="training"),
+            page("model_card.py", "Model card", "description", url_path="model-card"),
+        ],
+    })
+
+
+def main() -> None:
+    st.set_page_config(page_title="pneumo · chest X-ray screening aid",
+                       page_icon=":material/pulmonology:", layout="wide")
+    current = build_navigation()
+    state.sidebar()
+    current.run()
+
+
+main()

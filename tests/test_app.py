@@ -1,0 +1,559 @@
+"""The Streamlit dashboard, driven headless with `streamlit.testing.v1.AppTest`.
+
+Three kinds of bundle:
+* `fake_bundle`: a bundle folder written here with synthetic predictions/history/metrics and a
+  placeholder model file: fast, TensorFlow-free; enough for every page that does not predict.
+* `real_bundle`: the lead's `tiny_bundle` fixture (conftest.py; trains configs/smoke.yaml), or
+  $PNEUMO_TEST_BUNDLE; the Predict and Batch pages run the real model on it.
+* models/default when it exists (skipped otherwise).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pneumo.bundle import write_json, write_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "streamlit_app.py")
+METRIC_PAGES = ["app/confusion.py", "app/curves.py", "app/calibration.py", "app/training.py",
+                "app/model_card.py"]
+ALL_PAGES = ["app/home.py", *METRIC_PAGES, "app/predict.py", "app/batch.py"]
+TIMEOUT = 120  # seconds per AppTest run: the first prediction loads TensorFlow
+
+AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+def write_fake_bundle(root: Path, n: int = 200, seed: int = 0) -> Path:
+    """A complete-looking bundle without a real model (the metric pages never load it)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    y = (rng.random(n) < 0.6).astype(int)
+    p = np.clip(rng.normal(0.3 + 0.4 * y, 0.2), 0.001, 0.999)
+    pd.DataFrame({"path": [f"/nowhere/{i}.png" for i in range(n)],
+                  "patient_id": [f"P{i}" for i in range(n)], "label": y,
+                  "logit": np.log(p / (1 - p)), "probability": p}
+                 ).to_csv(root / "predictions.csv", index=False)
+    rows = [{"stage": stage, "epoch": e, "accuracy": 0.7 + 0.02 * e, "auc": 0.8 + 0.01 * e,
+             "loss": 0.6 - 0.03 * e, "val_accuracy": 0.7 + 0.01 * e, "val_auc": 0.8 + 0.01 * e,
+             "val_loss": 0.6 - 0.02 * e, "seconds": 10.0}
+            for stage in ("head", "finetune") for e in range(1, 5)]
+    pd.DataFrame(rows).to_csv(root / "history.csv", index=False)
+    (root / "model.keras").write_bytes(b"placeholder: the metric pages never load the model")
+    (root / "config.yaml").write_text("name: fake\n")
+    (root / "gate.npz").write_bytes(b"placeholder")
+    test = {"n": n, "n_positive": int(y.sum()), "auc": 0.85, "auc_ci": [0.8, 0.9],
+            "pr_auc": 0.88, "accuracy": 0.8, "sensitivity": 0.9, "sensitivity_ci": [0.85, 0.95],
+            "specificity": 0.7, "specificity_ci": [0.6, 0.8], "precision": 0.8, "npv": 0.8,
+            "f1": 0.85, "brier": 0.15, "ece": 0.05, "threshold": 0.5,
+            "confusion_matrix": [[50, 20], [10, 120]]}
+    write_json(root / "metrics.json", {
+        "split": "test", "test": test, "val": test, "threshold": 0.5, "temperature": 1.2,
+        "gate_flag_rate": {"train": 0.01, "val": 0.02, "test": 0.02},
+        "timing": {"total_seconds": 80.0, "stages": [
+            {"name": "head", "seconds": 40.0, "best_val_auc": 0.84, "best_epoch": 4},
+            {"name": "finetune", "seconds": 40.0, "best_val_auc": 0.85, "best_epoch": 4}]}})
+    write_manifest(root, {
+        "name": "fake-bundle", "created": "2025-01-01T00:00:00+00:00", "pneumo_version": "0",
+        "class_names": ["NORMAL", "PNEUMONIA"], "image_size": 64, "threshold": 0.5,
+        "threshold_selection": {"method": "sensitivity", "sensitivity_target": 0.95},
+        "temperature": 1.2, "backbone": "tiny",
+        "training_data": {"counts": {s: {"images": 10, "patients": 8, "pneumonia": 6}
+                                     for s in ("train", "val", "test")},
+                          "split_by": "patient", "seed": 0},
+        "headline": {k: test[k] for k in ("auc", "accuracy", "sensitivity", "specificity")}})
+    return root
+
+
+@pytest.fixture(scope="session")
+def fake_bundle(tmp_path_factory) -> Path:
+    return write_fake_bundle(tmp_path_factory.mktemp("models") / "fake")
+
+
+@pytest.fixture(scope="session")
+def real_bundle(request) -> Path:
+    """The lead's tiny trained bundle, or $PNEUMO_TEST_BUNDLE; skip when neither exists."""
+    try:
+        return Path(request.getfixturevalue("tiny_bundle"))
+    except pytest.FixtureLookupError:
+        env = os.environ.get("PNEUMO_TEST_BUNDLE")
+        if env and (Path(env) / "manifest.json").is_file():
+            return Path(env)
+        pytest.skip("no trained test bundle (tiny_bundle fixture or $PNEUMO_TEST_BUNDLE)")
+
+
+@pytest.fixture
+def serve(monkeypatch):
+    """serve(bundle_dir) -> an AppTest of the whole app serving that bundle (not yet run)."""
+    monkeypatch.delenv("PNEUMO_SAMPLES_DIR", raising=False)
+
+    def make(models: Path) -> AppTest:
+        monkeypatch.setenv("PNEUMO_MODELS_DIR", str(models))
+        return AppTest.from_file(APP, default_timeout=TIMEOUT)
+
+    return make
+
+
+def xray_png(size=(300, 260), seed=0) -> bytes:
+    """A grey, film-like synthetic image (used when the shared data is absent)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size[1], :size[0]]
+    img = 120 + 60 * np.sin(xx / 17.0) * np.cos(yy / 23.0) + rng.normal(0, 10, (size[1], size[0]))
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def real_xray() -> tuple[str, bytes]:
+    shared = Path(os.environ.get("PNEUMO_SHARED", REPO.parent / "shared"))
+    files = sorted((shared / "data" / "chest_xray" / "val" / "PNEUMONIA").glob("*.jpeg"))
+    return (files[0].name, files[0].read_bytes()) if files else ("synthetic.png", xray_png())
+
+
+def problems(at: AppTest) -> list:
+    return [e.value for e in at.exception] + [e.value for e in at.error]
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+# ----------------------------------------------------------------------------- every page renders
+
+
+@pytest.mark.parametrize("page", ALL_PAGES)
+def test_page_renders_on_fake_bundle(serve, fake_bundle, page):
+    at = serve(fake_bundle.parent).run()
+    assert not problems(at)
+    if page != "app/home.py":
+        at.switch_page(page).run()
+    assert not problems(at), page
+    assert at.title, page
+    assert "fake-bundle" in " ".join(m.value for m in at.sidebar.markdown)
+
+
+def test_every_page_renders_on_tiny_bundle(serve, real_bundle):
+    at = serve(real_bundle).run()
+    for page in ALL_PAGES:
+        at.switch_page(page).run()
+        assert not problems(at), page
+
+
+def test_every_page_renders_on_default_model(serve):
+    default = REPO / "models" / "default"
+    if not (default / "manifest.json").is_file():
+        pytest.skip("models/default/manifest.json not present")
+    at = serve(REPO / "models").run()
+    for page in ALL_PAGES:
+        at.switch_page(page).run()
+        assert not problems(at), page
+
+
+def test_model_picker_lists_bundles_default_first(serve, tmp_path):
+    for name in ("zeta", "default", "alpha"):
+        write_fake_bundle(tmp_path / name, n=40)
+    (tmp_path / "not-a-bundle").mkdir()
+    at = serve(tmp_path).run()
+    picker = at.sidebar.selectbox[0]
+    assert [Path(o).name for o in picker.options] == ["default", "alpha", "zeta"]
+    picker.select(str(tmp_path / "zeta")).run()
+    assert not problems(at) and picker.value.endswith("zeta")
+
+
+# ----------------------------------------------------------------------------- metric pages
+
+
+def test_threshold_slider_changes_metrics_and_is_shared(serve, fake_bundle):
+    at = serve(fake_bundle.parent).run()
+    at.switch_page("app/confusion.py").run()
+    assert at.slider[0].value == pytest.approx(0.5)  # the bundle's threshold by default
+    before = {k: metric(at, k) for k in ("Sensitivity", "Specificity", "Accuracy")}
+    at.slider[0].set_value(0.8).run()
+    after = {k: metric(at, k) for k in ("Sensitivity", "Specificity", "Accuracy")}
+    assert float(after["Sensitivity"]) < float(before["Sensitivity"])
+    assert float(after["Specificity"]) > float(before["Specificity"])
+    at.switch_page("app/curves.py").run()
+    assert at.slider[0].value == pytest.approx(0.8)  # same threshold on the ROC page
+    at.slider[0].set_value(0.3).run()
+    at.switch_page("app/confusion.py").run()
+    assert at.slider[0].value == pytest.approx(0.3)  # and back
+    assert not problems(at)
+
+
+def test_prevalence_recomputes_ppv(serve, fake_bundle):
+    at = serve(fake_bundle.parent).run()
+    at.switch_page("app/confusion.py").run()
+    ppv = float(metric(at, "PPV"))
+    at.number_input[0].set_value(0.05).run()
+    assert float(metric(at, "PPV")) < ppv
+    assert not problems(at)
+
+
+def test_model_card_prefers_bundle_file(serve, tmp_path):
+    bundle = write_fake_bundle(tmp_path / "carded", n=40)
+    (bundle / "MODEL_CARD.md").write_text("# Card written by hand\n\nIntended use: testing.\n")
+    at = serve(bundle).run()
+    at.switch_page("app/model_card.py").run()
+    assert "Card written by hand" in " ".join(m.value for m in at.markdown)
+
+
+def test_built_model_card_has_required_sections(serve, fake_bundle):
+    at = serve(fake_bundle.parent).run()
+    at.switch_page("app/model_card.py").run()
+    text = " ".join(m.value for m in at.markdown)
+    for section in ("Intended use", "Training data", "Limitations", "Known failure modes",
+                    "95% CI", "not a diagnosis"):
+        assert section in text
+
+
+# ----------------------------------------------------------------------------- broken bundles
+
+
+@pytest.mark.parametrize("page", ["app/confusion.py", "app/predict.py", "app/home.py"])
+def test_tampered_bundle_shows_error_not_traceback(serve, tmp_path, page):
+    bundle = write_fake_bundle(tmp_path / "tampered", n=40)
+    with open(bundle / "predictions.csv", "a") as handle:
+        handle.write("/x.png,P,1,0.0,0.5\n")
+    at = serve(bundle).run()
+    if page != "app/home.py":
+        at.switch_page(page).run()
+    assert not at.exception
+    assert any("sha256" in e.value for e in at.error)
+
+
+def test_no_bundle_explains_what_to_do(serve, tmp_path):
+    at = serve(tmp_path).run()
+    at.switch_page("app/confusion.py").run()
+    assert not at.exception
+    assert any("PNEUMO_MODELS_DIR" in w.value for w in at.warning)
+
+
+def test_unloadable_model_shows_error_on_predict(serve, fake_bundle):
+    at = serve(fake_bundle.parent).run()
+    at.switch_page("app/predict.py").run()
+    at.file_uploader[0].set_value(("film.png", xray_png(), "image/png")).run()
+    assert not at.exception
+    assert any("could not be loaded" in e.value for e in at.error)
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+def test_predict_upload_shows_probability_heatmap_and_reports(serve, real_bundle):
+    name, data = real_xray()
+    at = serve(real_bundle).run()
+    at.switch_page("app/predict.py").run()
+    at.file_uploader[0].set_value((name, data, "image/jpeg")).run()
+    assert not at.exception
+    assert "%" in metric(at, "Pneumonia probability")
+    captions = [c for img in at.image for c in img.captions]
+    assert any(c.startswith("Heatmap overlay") for c in captions), captions
+    assert [b.label for b in at.download_button] == [
+        "Download report (PDF)", "Download report (PNG)"]
+    at.slider(key="cam_opacity").set_value(0.8).run()  # re-renders without re-predicting
+    assert not at.exception
+
+
+@pytest.mark.parametrize("name,data,expected", [
+    ("notes.txt", b"hello, this is not an image at all", "cannot be analysed"),
+    ("truncated.png", xray_png()[:200], "cannot be analysed"),
+    ("empty.png", b"", "cannot be analysed"),
+], ids=["text", "truncated", "empty"])
+def test_predict_bad_upload_shows_error(serve, real_bundle, name, data, expected):
+    at = serve(real_bundle).run()
+    at.switch_page("app/predict.py").run()
+    at.file_uploader[0].set_value((name, data, "application/octet-stream")).run()
+    assert not at.exception
+    assert any(expected in e.value for e in at.error), problems(at)
+    name, data = real_xray()
+    at.file_uploader[0].set_value((name, data, "image/jpeg")).run()
+    assert not at.exception  # the app keeps serving
+    assert "%" in metric(at, "Pneumonia probability")
+
+
+def test_predict_dicom_without_pixels_and_colour_photo(serve, real_bundle):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = pydicom.Dataset()
+    ds.PatientName, ds.Modality = "Doe^Jane", "SR"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    at = serve(real_bundle).run()
+    at.switch_page("app/predict.py").run()
+    at.file_uploader[0].set_value(("report.dcm", buf.getvalue(), "application/dicom")).run()
+    assert any("no pixel data" in e.value for e in at.error)
+    assert "Doe" not in str(at.main)
+    rgb = np.zeros((240, 240, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1] = 220, np.linspace(0, 255, 240, dtype=np.uint8)
+    png = io.BytesIO()
+    Image.fromarray(rgb).save(png, format="PNG")
+    at.file_uploader[0].set_value(("photo.png", png.getvalue(), "image/png")).run()
+    assert not at.exception
+    assert any("colour picture" in e.value for e in at.error)
+
+
+def test_predict_dicom_shows_only_technical_tags(serve, real_bundle):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = pydicom.Dataset()
+    ds.PatientName, ds.PatientID, ds.Modality = "Doe^Jane", "ID-12345", "CR"
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 128, 128, 16, 12, 11
+    ds.SamplesPerPixel, ds.PixelRepresentation = 1, 0
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = (np.arange(128 * 128, dtype=np.uint16) % 4096).tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    at = serve(real_bundle).run()
+    at.switch_page("app/predict.py").run()
+    at.file_uploader[0].set_value(("Doe_Jane.dcm", buf.getvalue(), "application/dicom")).run()
+    assert not at.exception
+    assert len(at.expander) == 1 and "Technical DICOM tags" in at.expander[0].label
+    shown = str(at.main)
+    assert "Doe" not in shown and "ID-12345" not in shown
+    assert json.loads(at.json[0].value)["Modality"] == "CR"
+
+
+def test_try_a_sample_from_folder(serve, real_bundle, tmp_path, monkeypatch):
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples" / "film.png").write_bytes(xray_png())
+    at = serve(real_bundle)
+    monkeypatch.setenv("PNEUMO_SAMPLES_DIR", str(tmp_path / "samples"))  # after serve() clears it
+    at.run()
+    at.switch_page("app/predict.py").run()
+    at.radio(key="predict_source").set_value("Try a sample").run()
+    options = at.selectbox(key="sample_choice").options
+    assert any("film.png" in o for o in options)
+    from app.samples import test_images
+
+    held_out = test_images(pd.read_csv(real_bundle / "predictions.csv"), real_bundle)
+    assert any(o.startswith("test set") for o in options) == bool(held_out)
+    at.selectbox(key="sample_choice").select(
+        next(o for o in at.selectbox(key="sample_choice").options if "film.png" in o)).run()
+    assert not at.exception  # (a synthetic film is flagged out of population: fine)
+    assert "%" in metric(at, "Pneumonia probability")
+
+
+# ----------------------------------------------------------------------------- render_prediction
+
+
+def _stub_script():
+    """Run by AppTest.from_function: render_prediction with a TF-free stub predictor."""
+    import numpy as np
+
+    from app.predict import render_prediction
+    from pneumo.errors import ImageError
+    from pneumo.imageio import XrayImage
+    from pneumo.predict import PredictionResult
+
+    class Stub:
+        name, directory, threshold = "stub-model", "stub", 0.5
+
+        def predict(self, data, cam="gradcam", name=None):
+            if data == b"bad":
+                raise ImageError(f"{name}: this is a text file; upload a chest X-ray")
+            pixels = np.linspace(0, 1, 64 * 80, dtype=np.float32).reshape(64, 80)
+            return PredictionResult(
+                probability=0.91, label="PNEUMONIA", threshold=0.5, in_population=False,
+                ood_score=2.0, uncertainty=0.0, needs_review=True,
+                reasons=["This image is unlike the paediatric films the model was trained on."],
+                heatmap=np.ones((64, 80), np.float32) * 0.5, cam=cam,
+                image=XrayImage(pixels, "DICOM", 12, 0.0, {"Modality": "CR"}))
+
+    import streamlit as st
+
+    render_prediction(st.session_state.get("data", b"ok"), "upload.dcm", Stub())
+
+
+def test_render_prediction_with_stub_predictor():
+    at = AppTest.from_function(_stub_script, default_timeout=30).run()
+    assert not at.exception
+    assert metric(at, "Pneumonia probability") == "91.0%"
+    assert any("Outside the model's training population" in e.value for e in at.error)
+    assert at.expander[0].label.startswith("Technical DICOM tags")
+    at.radio(key="cam_method").set_value("Score-CAM").run()
+    assert not at.exception
+    at.session_state["data"] = b"bad"
+    at.run()
+    assert any("cannot be analysed" in e.value and "text file" in e.value for e in at.error)
+
+
+# ----------------------------------------------------------------------------- batch
+
+
+def _zip(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_batch_zip_and_loose_files(serve, real_bundle):
+    archive = _zip({"films/": b"", "films/a.png": xray_png(seed=1),
+                    "films/b.png": xray_png(seed=2), "__MACOSX/films/._a.png": b"junk",
+                    "films/broken.png": b"\x89PNG\r\n\x1a\nbroken"})
+    at = serve(real_bundle).run()
+    at.switch_page("app/batch.py").run()
+    at.file_uploader[0].set_value([("batch.zip", archive, "application/zip"),
+                                   ("c.png", xray_png(seed=3), "image/png"),
+                                   ("notes.txt", b"not an image", "text/plain")]).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["file", "probability", "label", "flags", "error"]
+    assert sorted(table["file"]) == sorted(["batch.zip/films/a.png", "batch.zip/films/b.png",
+                                            "batch.zip/films/broken.png", "c.png", "notes.txt"])
+    bad = table[table["error"] != ""]
+    assert set(bad["file"]) == {"batch.zip/films/broken.png", "notes.txt"}
+    good = table[table["error"] == ""]
+    assert good["probability"].between(0, 1).all() and set(good["label"]) <= {"NORMAL", "PNEUMONIA"}
+    assert [b.label for b in at.download_button] == ["Download CSV"]
+
+
+# ----------------------------------------------------------------------------- uploads (ZIP guard)
+
+
+def test_zip_guards(monkeypatch):
+    from app import uploads
+
+    monkeypatch.setattr(uploads, "MAX_MEMBERS", 3)
+    items = uploads.expand([("many.zip", _zip({f"{i}.png": b"x" for i in range(5)}))])
+    kept = [it.name for it in items if it.data is not None]
+    assert kept == [f"many.zip/{i}.png" for i in range(3)]
+    assert "more than 3 files" in items[-1].error
+
+    monkeypatch.setattr(uploads, "MAX_MEMBERS", 100)
+    monkeypatch.setattr(uploads, "MAX_TOTAL_BYTES", 10_000)
+    bomb = _zip({"big.png": b"\0" * 50_000, "small.png": b"ok"})
+    assert len(bomb) < 1_000  # compresses ~100:1
+    items = {it.name: it for it in uploads.expand([("bomb.zip", bomb)])}
+    assert items["bomb.zip/big.png"].data is None and "MB" in items["bomb.zip/big.png"].error
+    assert items["bomb.zip/small.png"].data == b"ok"
+
+    nested = uploads.expand([("outer.zip", _zip({"inner.zip": _zip({"a.png": b"1"})}))])
+    assert nested[0].error == "nested ZIP files are not opened"
+    assert "not a readable ZIP" in uploads.expand([("fake.zip", b"PK\x03\x04junk")])[0].error
+
+
+def test_zip_guard_does_not_trust_declared_sizes(monkeypatch):
+    from app import uploads
+
+    monkeypatch.setattr(uploads, "MAX_MEMBER_BYTES", 1_000)
+    data = bytearray(_zip({"a.png": b"\0" * 5_000}))
+    # Forge the declared uncompressed size (local header and central directory) to 10 bytes.
+    for sig, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        at = data.index(sig) + offset
+        data[at:at + 4] = (10).to_bytes(4, "little")
+    items = uploads.expand([("forged.zip", bytes(data))])
+    assert items[0].data is None, "a forged size must not let 5,000 bytes through"
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _report_inputs():
+    from pneumo.explain import overlay
+
+    gray = np.linspace(0, 1, 300 * 400, dtype=np.float32).reshape(300, 400)
+    heat = np.outer(np.hanning(300), np.hanning(400)).astype(np.float32)
+    return gray, overlay(gray, heat, 0.4)
+
+
+def _pdf_text(pdf: bytes) -> str:
+    text = []
+    for chunk in pdf.split(b"stream")[1:]:
+        body = chunk.split(b"endstream")[0].strip(b"\r\n")
+        try:
+            text.append(zlib.decompress(body).decode("latin-1"))
+        except zlib.error:
+            pass
+    return " ".join(text)
+
+
+def test_report_pdf_and_png_have_the_facts_and_no_identifiers():
+    from pneumo.report import build_report_pdf, build_report_png
+
+    gray, ov = _report_inputs()
+    kw = dict(probability=0.734, threshold=0.42, model_name="resnet50-test", method="Grad-CAM",
+              flags=["The probability is close to the decision threshold."])
+    pdf = build_report_pdf(gray, ov, **kw)
+    assert pdf.startswith(b"%PDF") and pdf == build_report_pdf(gray, ov, **kw)  # deterministic
+    text = _pdf_text(pdf)
+    for fact in ("73.4%", "42.0%", "resnet50-test", "PNEUMONIA", "Research software"):
+        assert fact in text, fact
+    png = build_report_png(gray, ov, **kw)
+    img = Image.open(io.BytesIO(png))
+    assert img.format == "PNG" and img.width == 1400 and img.height > 600
+    assert not img.info.get("text")  # no metadata chunks
+    no_overlay = build_report_png(gray, None, probability=0.1, threshold=0.5, model_name="m")
+    assert Image.open(io.BytesIO(no_overlay)).format == "PNG"
+    with pytest.raises(ValueError):
+        build_report_pdf(gray, ov, probability=1.5, threshold=0.5, model_name="m")
+
+
+# ----------------------------------------------------------------------------- TensorFlow-free
+
+
+def test_metric_pages_do_not_import_tensorflow(fake_bundle):
+    script = f"""
+import sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({APP!r}, default_timeout=60).run()
+for page in {METRIC_PAGES + ['app/home.py']!r}:
+    at.switch_page(page).run()
+    assert not at.exception, (page, at.exception)
+import pneumo, pneumo.metrics, pneumo.report, app.state, app.predict, app.batch
+loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))
+print('HEAVY', loaded[:5])
+sys.exit(1 if loaded else 0)
+"""
+    env = dict(os.environ, PNEUMO_MODELS_DIR=str(fake_bundle))
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_config_sets_upload_limit():
+    config = (REPO / ".streamlit" / "config.toml").read_text()
+    assert "maxUploadSize = 64" in config
+    dockerfile = (REPO / "Dockerfile").read_text()
+    for needle in ("FROM python:3.11-slim", "requirements.txt", "EXPOSE 8501",
+                   "--server.address", "0.0.0.0", "streamlit_app.py"):
+        assert needle in dockerfile
+
+
+def test_manifest_with_bad_threshold_shows_error(serve, tmp_path):
+    bundle = write_fake_bundle(tmp_path / "odd", n=40)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["threshold"] = "high"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    at = serve(bundle).run()
+    at.switch_page("app/curves.py").run()
+    assert not at.exception
+    assert any("invalid threshold" in e.value for e in at.error)
