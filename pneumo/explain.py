@@ -265,6 +265,22 @@ def _colormap_id(name: str) -> int:
     return getattr(cv2, f"COLORMAP_{name.upper()}")
 
 
+def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """(H, W) float in [0, 1] or uint8, or (H, W, 3) uint8 -> uint8 RGB (H, W, 3).
+
+    The one conversion from a film to display pixels (overlays and reports).
+    """
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3) or arr.size == 0:
+        raise ImageError(f"expected an (H, W) or (H, W, 3) image, received shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = np.nan_to_num(arr.astype(np.float32), nan=0.0)
+        arr = np.clip(np.rint(np.clip(arr, 0.0, 1.0) * 255.0), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr if arr.ndim == 3 else np.repeat(arr[:, :, None], 3, axis=2))
+
+
 def overlay(gray01: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4,
             colormap: str = "jet") -> np.ndarray:
     """Blend a colour-mapped heatmap over a grayscale film -> uint8 RGB (H, W, 3).
@@ -281,15 +297,7 @@ def overlay(gray01: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4,
         raise ConfigError(f"opacity must be in [0, 1], received {opacity}")
     cmap = _colormap_id(colormap)
 
-    gray = np.asarray(gray01)
-    if gray.ndim == 3 and gray.shape[2] == 1:
-        gray = gray[:, :, 0]
-    if gray.ndim not in (2, 3) or (gray.ndim == 3 and gray.shape[2] != 3) or gray.size == 0:
-        raise ImageError(f"expected a grayscale (H, W) image, received shape {gray.shape}")
-    if gray.dtype != np.uint8:
-        gray = np.nan_to_num(gray.astype(np.float32), nan=0.0)
-        gray = np.clip(np.rint(np.clip(gray, 0.0, 1.0) * 255.0), 0, 255).astype(np.uint8)
-    base = gray if gray.ndim == 3 else np.repeat(gray[:, :, None], 3, axis=2)
+    base = to_rgb_uint8(gray01)
 
     heat = np.asarray(heatmap)
     if heat.ndim != 2 or heat.size == 0:

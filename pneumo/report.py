@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import ImageError
+from .explain import to_rgb_uint8
 
 DISCLAIMER = (
     "Research software, not a medical device. This is a screening aid for paediatric "
@@ -28,21 +28,8 @@ _FIXED_DATE = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)  # no real date: r
 _RED, _GREEN, _GREY = (200, 40, 40), (30, 130, 60), (90, 90, 90)
 
 
-def _gray_rgb(image: np.ndarray) -> np.ndarray:
-    """(H, W) float [0, 1] or uint8, or (H, W, 3) uint8 -> uint8 RGB."""
-    arr = np.asarray(image)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3) or arr.size == 0:
-        raise ImageError(f"report: expected an (H, W) or (H, W, 3) image, received {arr.shape}")
-    if arr.dtype != np.uint8:
-        arr = np.clip(np.rint(np.nan_to_num(arr.astype(np.float32)) * 255.0), 0, 255)
-        arr = arr.astype(np.uint8)
-    return arr if arr.ndim == 3 else np.repeat(arr[:, :, None], 3, axis=2)
-
-
 def _pil(image: np.ndarray, max_side: int = MAX_SIDE) -> Image.Image:
-    img = Image.fromarray(_gray_rgb(image), "RGB")
+    img = Image.fromarray(to_rgb_uint8(image), "RGB")
     img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     return img
 

@@ -26,11 +26,9 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from . import __version__
 from .augment import augment_image, build_augmenter
-from .bundle import write_json, write_manifest
 from .config import Config, StageConfig, save_config
-from .datasets import CLASS_NAMES, class_weights, discover, limit_per_class, split_by_patient
+from .datasets import class_weights, discover, limit_per_class, split_by_patient
 from .errors import ConfigError, DataError
 from .model import (FEATURES_LAYER, LOGIT_LAYER, build_model, choose_precision, set_trainable)
 from .pipeline import eval_dataset, frame_images, oversample_indices, train_dataset

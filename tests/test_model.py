@@ -1,6 +1,5 @@
 """The classifier graph: flat, preprocessing inside, float32 head, staged freezing."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
