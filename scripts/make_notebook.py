@@ -10,7 +10,7 @@ CELLS = [
 This notebook walks through the shipped model `models/default` with the library's own functions.
 It reads the data from `../shared/data/chest_xray` (or `$PNEUMO_SHARED/data/chest_xray`); CI runs it
 with `PNEUMO_NOTEBOOK_SLICE=8` so it stays fast, a person can set it to 0 to use everything."""),
-    ("code", """import json, os
+    ("code", """import json, os, sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 REPO = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
+sys.path.insert(0, str(REPO))  # import pneumo from this checkout
 SHARED = Path(os.environ.get("PNEUMO_SHARED", REPO.parent / "shared"))
 DATA = SHARED / "data" / "chest_xray"
 BUNDLE = Path(os.environ.get("PNEUMO_MODEL", REPO / "models" / "default"))
