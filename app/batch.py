@@ -1,4 +1,8 @@
-"""Batch: many files or a ZIP in; a sortable table, heatmaps on selection and a CSV out."""
+"""Batch: many files or a ZIP in; a sortable table, heatmaps on selection and a CSV out.
+
+Images the out-of-population gate flags are set apart: their result reads "Not assessed",
+they carry no probability (unless the user asks for the scores) and a summary counts them.
+"""
 
 import hashlib
 
@@ -6,23 +10,36 @@ import pandas as pd
 import streamlit as st
 
 from app import state, uploads
+from pneumo import verdict
 from pneumo.errors import PneumoError
 
 CHUNK = 8  # images per model call (the progress bar moves once per chunk)
+COLUMNS = ["file", "result", "probability", "flags", "error"]
+ORDER = {"PNEUMONIA": 0, "NORMAL": 1, verdict.NOT_ASSESSED_SHORT: 2, "unreadable": 3}
 
 
 def _row(item, result) -> dict:
+    """One table row. `score` is kept apart: shown for not-assessed images only on request."""
     if item.error or isinstance(result, Exception):
-        return {"file": item.name, "probability": None, "label": "", "flags": "",
-                "error": item.error or str(result)}
-    flags = [f for f, on in (("out of population", not result.in_population),
-                             ("needs review", result.needs_review)) if on]
-    return {"file": item.name, "probability": round(result.probability, 4),
-            "label": result.label, "flags": ", ".join(flags), "error": ""}
+        message = item.error or verdict.user_message(result)
+        return {"file": item.name, "result": "unreadable", "probability": None, "flags": "",
+                "error": message, "score": None}
+    if not verdict.is_assessed(result):
+        return {"file": item.name, "result": verdict.NOT_ASSESSED_SHORT, "probability": None,
+                "flags": "; ".join(verdict.population_reasons(result)), "error": "",
+                "score": round(result.probability, 4)}
+    flags = "needs review" if verdict.review_reasons(result) else ""
+    return {"file": item.name, "result": verdict.display_label(result),
+            "probability": round(result.probability, 4), "flags": flags, "error": "",
+            "score": round(result.probability, 4)}
 
 
 def run_batch(items: list, predictor) -> pd.DataFrame:
-    """Predict every readable item with a progress bar; bad items keep their error."""
+    """Predict every readable item with a progress bar; bad items keep their error.
+
+    Rows come back grouped (PNEUMONIA, NORMAL, not assessed, unreadable), with an `item`
+    column pointing back into `items`.
+    """
     rows, bar = [], st.progress(0.0, text=f"Analysing {len(items)} files…")
     for start in range(0, len(items), CHUNK):
         chunk = items[start:start + CHUNK]
@@ -36,27 +53,63 @@ def run_batch(items: list, predictor) -> pd.DataFrame:
         done = min(start + CHUNK, len(items))
         bar.progress(done / len(items), text=f"Analysed {done} of {len(items)} files")
     bar.empty()
-    return pd.DataFrame(rows, columns=["file", "probability", "label", "flags", "error"])
+    table = pd.DataFrame(rows, columns=COLUMNS + ["score"])
+    table["item"] = range(len(table))
+    order = table["result"].map(ORDER).fillna(9)
+    return table.assign(_o=order).sort_values(["_o", "item"], kind="stable").drop(
+        columns="_o").reset_index(drop=True)
+
+
+def counts(table: pd.DataFrame) -> dict[str, int]:
+    """How many files ended in each group."""
+    return {key: int((table["result"] == key).sum()) for key in ORDER}
+
+
+def _summary(table: pd.DataFrame) -> None:
+    c = counts(table)
+    cols = st.columns(4)
+    cols[0].metric("PNEUMONIA", c["PNEUMONIA"], help="At or above the decision threshold.")
+    cols[1].metric("NORMAL", c["NORMAL"], help="Below the decision threshold.")
+    cols[2].metric("Not assessed", c[verdict.NOT_ASSESSED_SHORT],
+                   help="Outside the model's population (gate): no result is given.")
+    cols[3].metric("Unreadable", c["unreadable"], help="Files that are not readable images.")
+    if c[verdict.NOT_ASSESSED_SHORT]:
+        st.warning(f"{c[verdict.NOT_ASSESSED_SHORT]} image(s) are outside the model's "
+                   "population and get no result; they are listed after the assessed ones "
+                   "with the reason.", icon=":material/block:")
 
 
 def _detail(item, predictor) -> None:
-    from app.predict import shrink
+    from app.predict import _heatmap, shrink
     from pneumo.explain import overlay
 
     try:
         result = state.cached_prediction(predictor, item.data, item.name, "gradcam")
     except PneumoError as exc:
-        st.error(str(exc))
+        st.error(verdict.user_message(exc))
         return
-    st.markdown(f"**{item.name}** · {result.label} · probability {result.probability:.1%}")
-    for reason in result.reasons:
-        st.caption(f":material/warning: {reason}")
     a, b, _ = st.columns([1, 1, 1])
     gray = shrink(result.image.pixels)
     a.image(gray, caption="Original", clamp=True, width="stretch")
+    if not verdict.is_assessed(result):
+        st.error(f"**{item.name}** · {verdict.NOT_ASSESSED_LABEL}\n\n"
+                 + "\n".join(f"- {r}" for r in verdict.population_reasons(result)))
+        return
+    st.markdown(f"**{item.name}** · {verdict.display_label(result)} · probability "
+                f"{verdict.format_probability(result.probability)}")
+    for reason in verdict.review_reasons(result):
+        st.caption(f":material/warning: {reason}")
     if result.heatmap is not None:
-        b.image(overlay(gray, shrink(result.heatmap), 0.4), caption="Grad-CAM overlay",
-                width="stretch")
+        with b:
+            _heatmap(overlay(gray, shrink(result.heatmap), 0.4), result.heatmap, "Grad-CAM")
+
+
+def shown_table(table: pd.DataFrame, show_scores: bool) -> pd.DataFrame:
+    """The table as displayed and downloaded: not-assessed scores only when asked for."""
+    out = table[COLUMNS].copy()
+    if show_scores:
+        out["score (not valid if not assessed)"] = table["score"]
+    return out
 
 
 def main() -> None:
@@ -81,23 +134,27 @@ def main() -> None:
         st.session_state["batch"] = done = {"key": key, "items": items,
                                             "table": run_batch(items, predictor)}
     table = done["table"]
-    n_bad = int((table["error"] != "").sum())
-    st.success(f"{len(table) - n_bad} analysed, {n_bad} could not be read. "
-               "Click a column to sort; select a row for its heatmap.")
+    _summary(table)
+    show_scores = st.toggle("Show the scores of not-assessed images (not valid)",
+                            key="batch_show_scores") if (
+        table["result"] == verdict.NOT_ASSESSED_SHORT).any() else False
+    shown = shown_table(table, show_scores)
+    st.caption("Click a column to sort; select a row for its heatmap.")
     event = st.dataframe(
-        table, hide_index=True, on_select="rerun", selection_mode="single-row",
+        shown, hide_index=True, on_select="rerun", selection_mode="single-row",
         key="batch_table", width="stretch",
         column_config={
-            "file": st.column_config.TextColumn("file", width="medium"),
+            "file": st.column_config.TextColumn("file", width="large"),
+            "result": st.column_config.TextColumn("result", width="small"),
             "probability": st.column_config.ProgressColumn(
                 "probability", format="%.3f", min_value=0.0, max_value=1.0, width="small"),
-            "label": st.column_config.TextColumn("label", width="small"),
-            "error": st.column_config.TextColumn("error", width="large")})
-    st.download_button("Download CSV", table.to_csv(index=False).encode(),
+            "flags": st.column_config.TextColumn("flags", width="medium"),
+            "error": st.column_config.TextColumn("error", width="medium")})
+    st.download_button("Download CSV", shown.to_csv(index=False).encode(),
                        file_name="pneumo-batch.csv", mime="text/csv", icon=":material/download:")
     picked = event.selection.rows if event is not None else []
     if picked:
-        item = done["items"][picked[0]]
+        item = done["items"][int(table["item"].iloc[picked[0]])]
         if item.data is None:
             st.error(f"{item.name}: {item.error}")
         else:

@@ -12,17 +12,24 @@ from plotly.subplots import make_subplots
 RED, GREEN, BLUE, GREY = "#c82828", "#1e823c", "#1f77b4", "#888888"
 
 
-def probability_gauge(probability: float, threshold: float) -> go.Figure:
-    """A 0-100 % gauge with the threshold marked as a black line."""
-    colour = RED if probability >= threshold else GREEN
+def probability_gauge(probability: float, threshold: float, valid: bool = True) -> go.Figure:
+    """A 0-100 % gauge with the threshold marked as a black line.
+
+    No number on the dial (the metric beside it shows the probability, as ">99.9%" rather
+    than "100.0%"), and a short title with wide margins so it is not clipped on a phone.
+    `valid=False` greys it out for an image the model cannot judge.
+    """
+    colour = (RED if probability >= threshold else GREEN) if valid else GREY
+    title = (f"threshold {threshold:.1%}" if valid
+             else "score of an image the model cannot judge: NOT VALID")
     fig = go.Figure(go.Indicator(
-        mode="gauge+number", value=100 * probability,
-        number={"suffix": " %", "valueformat": ".1f"},
-        gauge={"axis": {"range": [0, 100], "ticksuffix": "%"}, "bar": {"color": colour},
+        mode="gauge", value=100 * probability,
+        gauge={"axis": {"range": [0, 100], "ticksuffix": "%", "nticks": 6},
+               "bar": {"color": colour},
                "threshold": {"line": {"color": "black", "width": 4}, "thickness": 0.9,
                              "value": 100 * threshold}},
-        title={"text": f"Pneumonia probability (threshold {threshold:.1%})"}))
-    fig.update_layout(height=230, margin=dict(l=30, r=30, t=60, b=10))
+        title={"text": title, "font": {"size": 14}}))
+    fig.update_layout(height=200, margin=dict(l=40, r=40, t=40, b=10), autosize=True)
     return fig
 
 

@@ -1,5 +1,10 @@
-"""Predict: one image in; probability, flags, heatmap and a report without identifiers out."""
+"""Predict: one image in; probability, flags, heatmap and a report without identifiers out.
 
+An image the out-of-population gate flags gets no verdict: the warning comes first, the label
+reads "Not assessed", and the score, gauge and heatmap stay hidden unless the user asks.
+"""
+
+import datetime as dt
 import logging
 
 import cv2
@@ -7,10 +12,13 @@ import numpy as np
 import streamlit as st
 
 from app import charts, samples, state
+from pneumo import verdict
 from pneumo.errors import PneumoError
+from pneumo.heatcheck import OUTSIDE_NOTE, colour_scale, hottest_outside_lungs
 
 CAMS = {"Grad-CAM": "gradcam", "Grad-CAM++": "gradcam++", "Score-CAM": "scorecam"}
 DISPLAY_SIDE = 1024  # images are shown (and put in reports) at most this large
+HEATMAP_CAPTION = ("Colours show what drove the score (red = most), not where disease is.")
 
 
 def shrink(arr: np.ndarray) -> np.ndarray:
@@ -22,83 +30,146 @@ def shrink(arr: np.ndarray) -> np.ndarray:
     return cv2.resize(arr, size, interpolation=cv2.INTER_AREA)
 
 
-def _verdict(result) -> None:
+def _probability_metric(result, label: str = "Pneumonia probability") -> None:
     above = result.probability >= result.threshold
-    st.metric("Pneumonia probability", f"{result.probability:.1%}",
+    # The arrow follows the words: up above the threshold (red), down below it (green).
+    st.metric(label, verdict.format_probability(result.probability),
               f"{'above' if above else 'below'} the {result.threshold:.1%} threshold",
-              delta_color="inverse" if above else "normal")
-    colour, icon = ("red", "warning") if above else ("green", "check_circle")
-    st.markdown(f"### :{colour}[:material/{icon}: {result.label}]")
+              delta_color="inverse", delta_arrow="up" if above else "down")
+
+
+def _verdict(result) -> None:
+    _probability_metric(result)
+    label = verdict.display_label(result)
+    colour, icon = ("red", "warning") if label == "PNEUMONIA" else ("green", "check_circle")
+    st.markdown(f"### :{colour}[:material/{icon}: {label}]")
     st.caption("PNEUMONIA means the score is at or above the decision threshold: the film "
                "needs a radiologist's attention. It is not a diagnosis.")
-    if not result.in_population:
-        st.error("**Outside the model's training population — do not rely on this result.**\n\n"
-                 + "\n".join(f"- {r}" for r in result.reasons))
-    elif result.needs_review:
-        st.warning("**Needs a second look.**\n\n" + "\n".join(f"- {r}" for r in result.reasons))
+    reasons = verdict.review_reasons(result)
+    if reasons:
+        st.warning("**Needs a second look.**\n\n" + "\n".join(f"- {r}" for r in reasons))
     else:
         st.success("No flags: looks like the training films, not close to the threshold, "
                    "and stable under small shifts.")
+
+
+def _not_assessed(result) -> bool:
+    """The warning, first and alone; returns whether the user asked to see the score anyway."""
+    st.error(f"### :material/block: {verdict.NOT_ASSESSED_LABEL}\n\n"
+             "The model cannot judge this image, so it gives **no result**:\n\n"
+             + "\n".join(f"- {r}" for r in verdict.population_reasons(result)))
+    show = st.toggle("Show the model's score anyway (not valid for this image)",
+                     key="show_unassessed",
+                     help="For checking the gate only. The score of an image outside the "
+                          "model's population means nothing clinically.")
+    if show:
+        st.caption(":red[Score of an image the model cannot judge — **not valid**, not a "
+                   "result.]")
+        _probability_metric(result, "Score (not valid)")
+    return show
+
+
+def _heatmap_controls(cam: str, opacity: float) -> tuple[str, float]:
+    c1, c2 = st.columns(2)
+    method = c1.radio("Heatmap method", list(CAMS), index=list(CAMS).index(cam),
+                      horizontal=True, key="cam_method",
+                      help="Grad-CAM is fastest; Score-CAM is slower but less noisy.")
+    opacity = c2.slider("Heatmap opacity", 0.0, 1.0, opacity, 0.05, key="cam_opacity")
+    return method, opacity
+
+
+def _predict(predictor, data: bytes, name: str, method: str, summary):
+    """The (cached) result, or None after a clean error in `summary`."""
+    try:
+        with st.spinner(f"Analysing the image ({method})…"):
+            return state.cached_prediction(predictor, data, name, CAMS[method])
+    except PneumoError as exc:
+        summary.error(f"This file cannot be analysed. {verdict.user_message(exc)}")
+    except Exception as exc:  # a bug, but the page must keep serving
+        logging.getLogger(__name__).exception("prediction failed")
+        summary.error(f"Unexpected error while analysing this file ({type(exc).__name__}). "
+                      "Try a PNG or JPEG export of the film.")
+    return None
 
 
 def render_prediction(data: bytes, name: str, predictor, cam: str = "Grad-CAM",
                       opacity: float = 0.4):
     """Analyse `data` (the uploaded bytes) with `predictor` and render everything.
 
-    Returns the PredictionResult, or None after an `st.error` for a file that can't be read.
+    Returns the PredictionResult, or None after an `st.error` for a file that can't be read
+    (then no control is shown: none could act on it).
     """
+    method = st.session_state.get("cam_method", cam)
+    method = method if method in CAMS else cam
     summary = st.container()
-    c1, c2 = st.columns(2)
-    method = c1.radio("Heatmap method", list(CAMS), index=list(CAMS).index(cam),
-                      horizontal=True, key="cam_method",
-                      help="Grad-CAM is fastest; Score-CAM is slower but less noisy.")
-    opacity = c2.slider("Heatmap opacity", 0.0, 1.0, opacity, 0.05, key="cam_opacity")
-    try:
-        with st.spinner(f"Analysing the image ({method})…"):
-            result = state.cached_prediction(predictor, data, name, CAMS[method])
-    except PneumoError as exc:
-        summary.error(f"This file cannot be analysed. {exc}")
+    result = _predict(predictor, data, name, method, summary)
+    if result is None:
         return None
-    except Exception as exc:  # a bug, but the page must keep serving
-        logging.getLogger(__name__).exception("prediction failed")
-        summary.error(f"Unexpected error while analysing this file ({type(exc).__name__}). "
-                      "Try a PNG or JPEG export of the film.")
-        return None
+    assessed = verdict.is_assessed(result)
+    with summary:
+        if assessed:
+            left, right = st.columns([1, 1])
+            with left:
+                _verdict(result)
+            right.plotly_chart(charts.probability_gauge(result.probability, result.threshold),
+                               width="stretch", key="gauge")
+            show_score = True
+        else:
+            show_score = _not_assessed(result)
+            if show_score:
+                st.plotly_chart(charts.probability_gauge(result.probability, result.threshold,
+                                                         valid=False),
+                                width="stretch", key="gauge")
     from pneumo.explain import overlay
 
-    with summary:
-        left, right = st.columns([1, 1])
-        with left:
-            _verdict(result)
-        right.plotly_chart(charts.probability_gauge(result.probability, result.threshold),
-                           width="stretch", key="gauge")
     gray = shrink(result.image.pixels)
-    blended = overlay(gray, shrink(result.heatmap), opacity) if result.heatmap is not None else None
+    blended = None
+    if show_score:
+        method, opacity = _heatmap_controls(method, opacity)
+        if result.heatmap is not None:
+            blended = overlay(gray, shrink(result.heatmap), opacity)
     img_col, ov_col = st.columns(2)
     img_col.image(gray, caption="Original", clamp=True, width="stretch")
     if blended is not None:
-        ov_col.image(blended, caption=f"Heatmap overlay ({method})", width="stretch")
+        with ov_col:
+            _heatmap(blended, result.heatmap, method)
     if result.image.technical:
         with st.expander("Technical DICOM tags (identifying tags are never read out)"):
             st.json(result.image.technical)
-    _downloads(gray, blended, result, predictor.name, method)
+    _downloads(gray, blended, result, predictor, method)
     return result
 
 
-def _downloads(gray, blended, result, model_name: str, method: str) -> None:
-    from pneumo.report import build_report_pdf, build_report_png
+def _heatmap(blended: np.ndarray, heatmap: np.ndarray, method: str) -> None:
+    st.image(blended, caption=f"Heatmap overlay ({method})", width="stretch")
+    st.image(colour_scale(), caption="low ← influence on the score → high", width="stretch")
+    st.caption(HEATMAP_CAPTION)
+    if hottest_outside_lungs(heatmap):
+        st.warning(OUTSIDE_NOTE, icon=":material/warning:")
 
-    args = (gray, blended, result.probability, result.threshold, model_name)
-    kw = dict(label=result.label, method=method if blended is not None else None,
-              flags=list(result.reasons))
+
+def _downloads(gray, blended, result, predictor, method: str) -> None:
+    from pneumo.report import build_report_pdf, build_report_png, bundle_hash
+
+    assessed = verdict.is_assessed(result)
+    args = (gray, blended if assessed else None, result.probability, result.threshold,
+            predictor.name)
+    kw = dict(label=verdict.display_label(result) if assessed else None,
+              method=method if blended is not None else None,
+              flags=verdict.review_reasons(result) if assessed
+              else verdict.population_reasons(result),
+              assessed=assessed, analysed_at=dt.datetime.now(dt.timezone.utc).replace(microsecond=0),
+              model_hash=bundle_hash(predictor.directory))
     d1, d2, _ = st.columns([1, 1, 2])
     d1.download_button("Download report (PDF)", lambda: build_report_pdf(*args, **kw),
                        file_name="pneumo-report.pdf", mime="application/pdf",
                        icon=":material/description:")
     d2.download_button("Download report (PNG)", lambda: build_report_png(*args, **kw),
                        file_name="pneumo-report.png", mime="image/png", icon=":material/image:")
-    st.caption("Reports hold the images, probability, threshold, model and flags: no file "
-               "name, no DICOM tags, no identifiers.")
+    st.caption("Reports hold the images, probability, threshold, model, its hash, the time of "
+               "analysis and the flags: no file name, no DICOM tags, no identifiers."
+               + ("" if assessed else " This image's report is marked NOT VALID and holds no "
+                  "result."))
 
 
 def main() -> None:

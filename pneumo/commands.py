@@ -1,4 +1,4 @@
-"""Serving-side CLI commands: evaluate, predict, export, bench, bench-train."""
+"""Serving-side CLI commands: evaluate, compare, predict, export, bench, bench-train."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from . import verdict
     from .bundle import json_ready
     from .explain import save_heatmap_png
 
@@ -48,8 +49,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
             rejected += 1
             print(json.dumps({"path": path, "error": str(exc)}), flush=True)
             continue
-        record = {"path": path, **result.to_dict(), "heatmap": None}
-        if cam_dir and result.heatmap is not None:
+        # The gate's verdict first; an image it flags gets label "NOT ASSESSED" and no
+        # probability (nor heatmap) unless --show-unassessed.
+        record = {"path": path, **verdict.record(result, args.show_unassessed), "heatmap": None}
+        show = verdict.is_assessed(result) or args.show_unassessed
+        if cam_dir and result.heatmap is not None and show:
             target = cam_dir / f"{index:04d}_{Path(path).stem}_{args.cam}.png"
             save_heatmap_png(target, result.image.pixels, result.heatmap)
             record["heatmap"] = str(target)
@@ -120,6 +124,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cam", default="gradcam", choices=["gradcam", "gradcam++", "scorecam", "none"])
     p.add_argument("--cam-dir", help="write heatmap overlay PNGs here")
     p.add_argument("--no-tta", action="store_true", help="skip test-time augmentation")
+    p.add_argument("--show-unassessed", action="store_true",
+                   help="print the (not valid) probability and heatmap of images outside the "
+                        "model's population too")
     p.add_argument("paths", nargs="+")
     p.set_defaults(func=cmd_predict)
 

@@ -1,76 +1,166 @@
-"""Evaluate a bundle on labelled data: every metric with confidence intervals, plus predictions.
+"""Evaluate a bundle on labelled films: every metric with confidence intervals, plus predictions.
+
+One scoring path for the CLI (`pneumo evaluate`, films on disk) and the dashboard (films in an
+upload): `score_films` runs `Predictor.predict_batch` (no test-time augmentation, the
+bundle's own preprocessing and gate) chunk by chunk, keeping only numbers, so memory stays
+bounded whatever the number of films; `summarise` turns the table into metrics. The same films
+therefore give the same figures on both surfaces.
 
 The threshold is the bundle's own (chosen on its validation split) unless one is given: a
-threshold picked on the evaluation data itself would flatter the figures.
+threshold picked on the evaluation data itself would flatter the figures. Films the
+out-of-population gate flags are scored and counted (`n_not_assessed`), and kept in the
+metrics so that they stay comparable with the bundle's own test figures.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from .bundle import write_json
 from .datasets import detect_layout, discover
-from .errors import DataError, ImageError
+from .errors import DataError, PneumoError
 from .metrics import reliability_curve, summary_metrics
-from .preprocess import load_model_input
+from .uploads import Film, Item
+
+CHUNK = 32  # films per model call: the progress moves once per chunk
+COLUMNS = ["path", "patient_id", "label", "probability", "assessed", "ood_score"]
+Progress = Callable[[int, int], None]  # (films done, films in all)
 
 
-def _decode(paths: list[str], size: int, progress) -> tuple[np.ndarray, list[int], list[str]]:
-    """Decode images in parallel; returns (inputs, indices kept, errors of the skipped)."""
-    from concurrent.futures import ThreadPoolExecutor
+@dataclass
+class Evaluation:
+    """One labelled set scored by one bundle (what the dashboard keeps and shows)."""
 
-    def work(path: str):
+    name: str  # short, for selectors: "calibration.zip"
+    source: str  # where the films came from, for captions
+    layout: str
+    model: str
+    model_path: str
+    threshold: float
+    table: pd.DataFrame  # COLUMNS, one row per scored film
+    problems: list[Item] = field(default_factory=list)  # films not scored, with the reason
+    metrics: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    films: list[Film] = field(default_factory=list, repr=False)  # to re-read for heatmaps
+
+    @property
+    def n(self) -> int:
+        return len(self.table)
+
+    def caption(self) -> str:
+        """Names the films and n, for every figure drawn from this set."""
+        y = self.table["label"]
+        return (f"{self.n} films of **{self.name}** ({int((y == 1).sum())} pneumonia, "
+                f"{int((y == 0).sum())} normal; {self.layout}), scored by **{self.model}**")
+
+
+def disk_films(data: str | Path) -> list[Film]:
+    """The labelled films at `data` (any layout `discover` reads; Kaggle: its test/ split)."""
+    frame = discover(data, "evaluate")
+    return [Film(str(path), int(label), str(pid), lambda p=str(path): p)
+            for path, label, pid in zip(frame["path"], frame["label"], frame["patient_id"])]
+
+
+def _sources(films: Sequence[Film], problems: list[Item]) -> list[tuple[Film, Any]]:
+    ready = []
+    for film in films:
         try:
-            return load_model_input(path, size), None
-        except ImageError as exc:
-            return None, str(exc)
+            ready.append((film, film.source()))
+        except PneumoError as exc:
+            problems.append(Item(film.name, error=str(exc)))
+    return ready
 
-    kept, arrays, errors = [], [], []
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for i, (x, err) in enumerate(pool.map(work, paths)):
-            if err is None:
-                kept.append(i)
-                arrays.append(x)
-            else:
-                errors.append(err)
-            progress.update(1)
-    stacked = np.stack(arrays) if arrays else np.empty((0, size, size, 3), np.uint8)
-    return stacked, kept, errors
+
+def score_films(predictor, films: Sequence[Film], progress: Progress | None = None,
+                chunk: int = CHUNK) -> tuple[pd.DataFrame, list[Item]]:
+    """Probability, gate verdict and distance of every film; unreadable films with their error.
+
+    Returns (table with COLUMNS in the order of `films`, problems).
+    """
+    from .verdict import is_assessed
+
+    rows: list[tuple] = []
+    problems: list[Item] = []
+    for start in range(0, len(films), chunk):
+        ready = _sources(films[start:start + chunk], problems)
+        results = predictor.predict_batch([src for _, src in ready], cam="none",
+                                          batch_size=max(1, len(ready)),
+                                          names=[f.name for f, _ in ready]) if ready else []
+        for (film, _), result in zip(ready, results):
+            if isinstance(result, Exception):
+                problems.append(Item(film.name, error=str(result)))
+                continue
+            rows.append((film.name, film.patient_id, film.label, float(result.probability),
+                         is_assessed(result), float(result.ood_score)))
+        del results  # the decoded films: only the numbers are kept
+        if progress is not None:
+            progress(min(start + chunk, len(films)), len(films))
+    return pd.DataFrame(rows, columns=COLUMNS), problems
+
+
+def summarise(table: pd.DataFrame, threshold: float, bootstrap: int = 1000) -> dict[str, Any]:
+    """Metrics with CIs of a scored table at `threshold`, plus the gate count."""
+    if table.empty:
+        raise DataError("none of the films could be scored")
+    metrics = summary_metrics(table["label"].to_numpy(), table["probability"].to_numpy(),
+                              threshold, n_boot=bootstrap)
+    metrics["n_not_assessed"] = int((~table["assessed"].astype(bool)).sum())
+    return metrics
+
+
+def evaluate_films(predictor, films: Sequence[Film], *, name: str, source: str, layout: str,
+                   threshold: float | None = None, bootstrap: int = 1000,
+                   progress: Progress | None = None,
+                   problems: Sequence[Item] = ()) -> Evaluation:
+    """Score and summarise `films` (the dashboard's entry point). Raises DataError when no
+    film could be scored."""
+    started = time.perf_counter()
+    table, failed = score_films(predictor, films, progress)
+    failed = list(problems) + failed
+    if table.empty:
+        raise DataError(f"none of the {len(films)} films could be read"
+                        + (f" (first problem: {failed[0].name}: {failed[0].error})"
+                           if failed else ""))
+    cut = predictor.threshold if threshold is None else float(threshold)
+    metrics = summarise(table, cut, bootstrap)
+    return Evaluation(name=name, source=source, layout=layout, model=predictor.name,
+                      model_path=str(predictor.directory), threshold=cut, table=table,
+                      problems=failed, metrics=metrics,
+                      seconds=time.perf_counter() - started, films=list(films))
 
 
 def evaluate(predictor, data: str | Path, threshold: float | None = None,
-             bootstrap: int = 1000, show_progress: bool = True) -> tuple[dict[str, Any], pd.DataFrame]:
+             bootstrap: int = 1000, show_progress: bool = True
+             ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Score `predictor` on the labelled images at `data` (any layout the trainer takes).
 
     For the Kaggle layout its `test/` split is used. Returns (metrics, predictions table).
     """
     from tqdm import tqdm
 
-    frame = discover(data, "evaluate")
-    with tqdm(total=2 * len(frame), desc="evaluate", unit="img", disable=not show_progress,
+    films = disk_films(data)
+    with tqdm(total=len(films), desc="evaluate", unit="img", disable=not show_progress,
               leave=False) as bar:
-        inputs, kept, errors = _decode(frame["path"].tolist(), predictor.image_size, bar)
-        probs = []
-        for first in range(0, len(inputs), 32):
-            probs.append(predictor.probabilities(inputs[first:first + 32]))
-            bar.update(len(inputs[first:first + 32]))
-    if not kept:
-        raise DataError(f"{data}: none of the {len(frame)} images could be read")
-    table = frame.iloc[kept].reset_index(drop=True)[["path", "patient_id", "label"]]
-    table["probability"] = np.concatenate(probs)
-    cut = predictor.threshold if threshold is None else float(threshold)
-    metrics = summary_metrics(table["label"].to_numpy(), table["probability"].to_numpy(), cut,
-                              n_boot=bootstrap)
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+
+        result = evaluate_films(predictor, films, name=str(data), source=str(data),
+                                layout=detect_layout(data), threshold=threshold,
+                                bootstrap=bootstrap, progress=progress)
+    metrics = dict(result.metrics)
     metrics.update({
-        "data": str(data), "layout": detect_layout(data), "model": predictor.name,
+        "data": str(data), "layout": result.layout, "model": predictor.name,
         "threshold_source": "bundle (validation split)" if threshold is None else "--threshold",
-        "n_unreadable": len(errors), "unreadable": errors[:20],
+        "n_unreadable": len(result.problems),
+        "unreadable": [f"{p.name}: {p.error}" for p in result.problems[:20]],
     })
-    return metrics, table
+    return metrics, result.table
 
 
 def write_evaluation(out: str | Path, metrics: dict[str, Any], table: pd.DataFrame) -> None:
@@ -83,6 +173,30 @@ def write_evaluation(out: str | Path, metrics: dict[str, Any], table: pd.DataFra
                                                                   index=False)
 
 
+def errors_at(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """False positives and false negatives at `threshold`, most confident mistakes first.
+
+    Adds `error` ("false positive" / "false negative") and `confidence` (how far the
+    probability is from the threshold, on the wrong side).
+    """
+    called = table["probability"] >= threshold
+    wrong = table[called != table["label"].astype(bool)].copy()
+    wrong["error"] = np.where(wrong["label"] == 1, "false negative", "false positive")
+    wrong["confidence"] = (wrong["probability"] - threshold).abs()
+    return wrong.sort_values("confidence", ascending=False)
+
+
+def results_csv(table: pd.DataFrame, threshold: float) -> bytes:
+    """Per-film results for download; a film the gate flagged gets no call."""
+    out = table.copy()
+    call = np.where(out["probability"] >= threshold, "PNEUMONIA", "NORMAL")
+    out["truth"] = np.where(out["label"] == 1, "PNEUMONIA", "NORMAL")
+    out["call"] = np.where(out["assessed"].astype(bool), call, "NOT ASSESSED")
+    out["correct"] = np.where(out["assessed"].astype(bool), call == out["truth"], "")
+    out["threshold"] = threshold
+    return out.to_csv(index=False).encode()
+
+
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
     """The human-readable summary printed before the JSON line."""
     def ci(key):
@@ -90,7 +204,7 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
         return f" (95% CI {lo:.3f}-{hi:.3f})" if lo is not None and np.isfinite(lo) else ""
 
     (tn, fp), (fn, tp) = metrics["confusion_matrix"]
-    return [
+    lines = [
         f"model {metrics['model']} on {metrics['data']} ({metrics['n']} images, "
         f"{metrics['n_positive']} pneumonia)",
         f"threshold {metrics['threshold']:.4f} from the {metrics['threshold_source']}",
@@ -101,3 +215,10 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
         f"   Brier {metrics['brier']:.4f}   ECE {metrics['ece']:.4f}",
         f"confusion matrix: TN {tn}  FP {fp}  FN {fn}  TP {tp}",
     ]
+    if metrics.get("n_not_assessed"):
+        lines.append(f"{metrics['n_not_assessed']} film(s) outside the model's population "
+                     "(gate): scored here, but they get no verdict when predicted")
+    if metrics.get("n_unreadable"):
+        lines.append(f"{metrics['n_unreadable']} file(s) could not be read: "
+                     + "; ".join(metrics.get("unreadable", [])[:3]))
+    return lines

@@ -1,8 +1,12 @@
 """A one-page report of one prediction, as PDF (fpdf2) or PNG (Pillow).
 
-Pure functions of arrays and numbers: no file names, no DICOM tags, no dates, nothing that
-could identify a patient. The same inputs give the same bytes (the PDF's creation date is
-fixed), so a report can be checked and cached.
+Pure functions of arrays and numbers: no file names, no DICOM tags, nothing that could identify
+a patient. The date and time of the analysis, the bundle's name and hash are printed when given
+(the PDF's creation date is that time, or fixed), so the same inputs give the same bytes.
+
+An image the out-of-population gate flagged (`assessed=False`) gets a report headed
+"NOT VALID" that carries the gate's reasons and no result: no probability, no label, no bar,
+no heatmap.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .explain import to_rgb_uint8
+from .verdict import format_probability
 
 DISCLAIMER = (
     "Research software, not a medical device. This is a screening aid for paediatric "
@@ -26,6 +31,19 @@ TITLE = "pneumo - pneumonia screening aid"
 MAX_SIDE = 1024  # images are downscaled to this for the report
 _FIXED_DATE = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)  # no real date: reproducible bytes
 _RED, _GREEN, _GREY = (200, 40, 40), (30, 130, 60), (90, 90, 90)
+NOT_VALID = "NOT VALID - outside the model's population: no result is given for this image"
+
+
+def bundle_hash(directory) -> str:
+    """First 12 hex digits of the sha256 of the bundle's manifest.json (which holds the sha256
+    of every other file), or "" when it cannot be read."""
+    import hashlib
+    from pathlib import Path
+
+    try:
+        return hashlib.sha256((Path(directory) / "manifest.json").read_bytes()).hexdigest()[:12]
+    except OSError:
+        return ""
 
 
 def _pil(image: np.ndarray, max_side: int = MAX_SIDE) -> Image.Image:
@@ -47,15 +65,34 @@ def _summary(probability: float, threshold: float, label: str | None) -> tuple[s
     if not (0.0 <= p <= 1.0 and 0.0 <= t <= 1.0):
         raise ValueError(f"probability and threshold must be in [0, 1], got {p}, {t}")
     label = label or ("PNEUMONIA" if p >= t else "NORMAL")
-    return label, f"Probability of pneumonia: {p:.1%} (decision threshold {t:.1%}). Result: {label}"
+    return label, (f"Probability of pneumonia: {format_probability(p)} (decision threshold "
+                   f"{t:.1%}). Result: {label}")
 
 
-def _lines(model_name: str, method: str | None, flags: Sequence[str]) -> list[str]:
-    lines = [f"Model: {model_name}"]
-    if method:
+def _lines(model_name: str, method: str | None, flags: Sequence[str],
+           analysed_at: dt.datetime | None, model_hash: str | None,
+           assessed: bool = True) -> list[str]:
+    lines = []
+    if not assessed:  # the reasons first: they are the whole content of such a report
+        lines += [f"Why: {flag}" for flag in flags]
+        flags = ()
+    if analysed_at is not None:
+        lines.append(f"Analysed: {analysed_at.strftime('%Y-%m-%d %H:%M %Z').strip()}")
+    lines.append(f"Model: {model_name}" + (f" (bundle sha256 {model_hash})" if model_hash else ""))
+    if method and assessed:
         lines.append(f"Heatmap method: {method}")
-    lines += [f"Flag: {flag}" for flag in flags] or ["Flags: none"]
+    if assessed:
+        lines += [f"Flag: {flag}" for flag in flags] or ["Flags: none"]
     return lines
+
+
+def _header(probability: float, threshold: float, label: str | None,
+            assessed: bool) -> tuple[str, str]:
+    """(label, header line): the result, or NOT VALID for an image the gate flagged."""
+    if not assessed:
+        _summary(probability, threshold, label)  # still validates the numbers
+        return "NOT VALID", NOT_VALID
+    return _summary(probability, threshold, label)
 
 
 def _latin1(text: str) -> str:
@@ -69,7 +106,9 @@ def _latin1(text: str) -> str:
 
 def build_report_pdf(image: np.ndarray, overlay: np.ndarray | None, probability: float,
                      threshold: float, model_name: str, label: str | None = None,
-                     method: str | None = None, flags: Sequence[str] = ()) -> bytes:
+                     method: str | None = None, flags: Sequence[str] = (),
+                     assessed: bool = True, analysed_at: dt.datetime | None = None,
+                     model_hash: str | None = None) -> bytes:
     """A one-page A4 PDF: film and heatmap overlay side by side, probability, threshold, flags.
 
     Args:
@@ -79,26 +118,30 @@ def build_report_pdf(image: np.ndarray, overlay: np.ndarray | None, probability:
         model_name: the bundle's name.
         label: "NORMAL"/"PNEUMONIA"; derived from probability >= threshold when None.
         method: heatmap method shown in the report (e.g. "Grad-CAM").
-        flags: plain-language review / out-of-population reasons.
+        flags: plain-language review reasons; for `assessed=False`, the gate's reasons.
+        assessed: False when the out-of-population gate fired: the report says NOT VALID and
+            carries no probability, label, bar or heatmap.
+        analysed_at: when the analysis ran (printed, and the PDF's creation date).
+        model_hash: short sha256 of the bundle (`bundle_hash`).
     """
     from fpdf import FPDF
 
-    label, summary = _summary(probability, threshold, label)
+    label, summary = _header(probability, threshold, label, assessed)
     pdf = FPDF(orientation="P", unit="mm", format="A4")
-    pdf.set_creation_date(_FIXED_DATE)
+    pdf.set_creation_date(analysed_at or _FIXED_DATE)
     pdf.set_title("pneumo report")
     pdf.set_auto_page_break(auto=True, margin=12)
     pdf.add_page()
     pdf.set_font("Helvetica", "B", 16)
     pdf.cell(0, 10, _latin1(TITLE), new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", "B", 12)
-    pdf.set_text_color(*(_RED if label == "PNEUMONIA" else _GREEN))
+    pdf.set_text_color(*(_GREEN if label == "NORMAL" else _RED))
     pdf.multi_cell(0, 7, _latin1(summary), new_x="LMARGIN", new_y="NEXT")
     pdf.set_text_color(0, 0, 0)
-    _pdf_bar(pdf, float(probability), float(threshold))
-
+    if assessed:
+        _pdf_bar(pdf, float(probability), float(threshold))
     panels = [("Image", _pil(image))] + ([("Heatmap overlay", _pil(overlay))]
-                                          if overlay is not None else [])
+                                          if overlay is not None and assessed else [])
     width = (pdf.epw - 6) / 2
     top = pdf.get_y() + 2
     height = 0.0
@@ -112,7 +155,7 @@ def build_report_pdf(image: np.ndarray, overlay: np.ndarray | None, probability:
         height = max(height, h)
     pdf.set_xy(pdf.l_margin, top + 8 + height)
     pdf.set_font("Helvetica", "", 10)
-    for line in _lines(model_name, method, flags):
+    for line in _lines(model_name, method, flags, analysed_at, model_hash, assessed):
         pdf.multi_cell(0, 5, _latin1(line), align="L", new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
     pdf.set_font("Helvetica", "I", 9)
@@ -162,18 +205,21 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
 
 def build_report_png(image: np.ndarray, overlay: np.ndarray | None, probability: float,
                      threshold: float, model_name: str, label: str | None = None,
-                     method: str | None = None, flags: Sequence[str] = ()) -> bytes:
+                     method: str | None = None, flags: Sequence[str] = (),
+                     assessed: bool = True, analysed_at: dt.datetime | None = None,
+                     model_hash: str | None = None) -> bytes:
     """The same report as `build_report_pdf`, as one PNG image (1400 px wide)."""
-    label, summary = _summary(probability, threshold, label)
+    label, summary = _header(probability, threshold, label, assessed)
     width, margin, gap = 1400, 40, 30
     panel = (width - 2 * margin - gap) // 2
     imgs = [("Image", _pil(image, panel))]
-    if overlay is not None:
+    if overlay is not None and assessed:
         imgs.append(("Heatmap overlay", _pil(overlay, panel)))
     img_h = max(img.height for _, img in imgs)
     big, mid, small = _font(34), _font(24), _font(20)
     scratch = ImageDraw.Draw(Image.new("RGB", (8, 8)))
-    text_lines = [line for text in _lines(model_name, method, flags)
+    text_lines = [line for text in _lines(model_name, method, flags, analysed_at, model_hash,
+                                          assessed)
                   for line in _wrap(scratch, text, mid, width - 2 * margin)]
     disclaimer = _wrap(scratch, DISCLAIMER, small, width - 2 * margin)
     height = (margin + 186 + 34 + img_h + 20 + 32 * len(text_lines) + 20
@@ -183,20 +229,13 @@ def build_report_png(image: np.ndarray, overlay: np.ndarray | None, probability:
     y = margin
     draw.text((margin, y), TITLE, fill="black", font=big)
     y += 56
-    draw.text((margin, y), summary, font=mid,
-              fill=_RED if label == "PNEUMONIA" else _GREEN)
+    draw.text((margin, y), summary, font=mid, fill=_GREEN if label == "NORMAL" else _RED)
     y += 44
-    bar_w = width - 2 * margin
-    draw.rectangle([margin, y, margin + bar_w, y + 24], fill=(235, 235, 235), outline=_GREY)
-    if probability > 0:
-        draw.rectangle([margin, y, margin + int(bar_w * probability), y + 24],
-                       fill=_RED if probability >= threshold else _GREEN)
-    tx = margin + int(bar_w * threshold)
-    draw.line([tx, y - 8, tx, y + 32], fill="black", width=4)
-    y += 36
-    draw.text((margin, y), "bar = probability of pneumonia; black line = decision threshold",
-              fill=_GREY, font=small)
-    y += 50
+    if assessed:
+        _png_bar(draw, margin, y, width - 2 * margin, float(probability), float(threshold))
+        draw.text((margin, y + 36), "bar = probability of pneumonia; black line = decision "
+                  "threshold", fill=_GREY, font=small)
+    y += 86
     for k, (caption, img) in enumerate(imgs):
         x = margin + k * (panel + gap)
         draw.text((x, y), caption, fill="black", font=mid)
@@ -212,3 +251,13 @@ def build_report_png(image: np.ndarray, overlay: np.ndarray | None, probability:
     out = io.BytesIO()
     canvas.save(out, format="PNG", optimize=False)
     return out.getvalue()
+
+
+def _png_bar(draw: ImageDraw.ImageDraw, x: int, y: int, width: int, probability: float,
+             threshold: float) -> None:
+    draw.rectangle([x, y, x + width, y + 24], fill=(235, 235, 235), outline=_GREY)
+    if probability > 0:
+        draw.rectangle([x, y, x + int(width * probability), y + 24],
+                       fill=_RED if probability >= threshold else _GREEN)
+    tx = x + int(width * threshold)
+    draw.line([tx, y - 8, tx, y + 32], fill="black", width=4)
