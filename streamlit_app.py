@@ -26,6 +26,8 @@ def build_navigation():
             page("batch.py", "Batch", "folder_zip", url_path="batch"),
         ],
         "Evaluate the model": [
+            page("evaluate.py", "Evaluate on your films", "fact_check", url_path="evaluate"),
+            page("compare.py", "Compare two models", "compare_arrows", url_path="compare"),
             page("confusion.py", "Confusion matrix", "grid_view", url_path="confusion"),
             page("curves.py", "ROC & PR curves", "show_chart", url_path="curves"),
             page("calibration.py", "Calibration", "target", url_path="calibration"),

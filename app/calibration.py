@@ -5,16 +5,21 @@ import streamlit as st
 
 from app import charts, state
 from pneumo.metrics import expected_calibration_error, reliability_curve
+from pneumo.stats import wilson_interval
 
 
 def main() -> None:
     bundle = state.require_bundle()
-    y, p = bundle.predictions()
     st.title("Calibration")
-    st.caption(f"Reliability of the probabilities of model **{bundle.name}** on {len(y)} "
-               "held-out test images. Points on the diagonal are perfectly calibrated.")
+    view = state.data_selector(bundle, "calibration")
+    y, p = view.y, view.p
+    st.caption(f"Reliability of the probabilities on {view.caption}. Points on the diagonal "
+               "are perfectly calibrated; bars are 95% Wilson intervals of the observed "
+               f"share; bins of fewer than {charts.FAINT_BELOW} films are drawn faint.")
     n_bins = st.slider("Probability bins", 5, 20, 10, key="calibration_bins")
     curve = reliability_curve(y, p, n_bins)
+    positives = np.rint(curve["fraction_positive"] * curve["count"])
+    curve["low"], curve["high"] = wilson_interval(positives, curve["count"])
     ece = expected_calibration_error(y, p, n_bins)
     brier = float(np.mean((p - y) ** 2))
     temperature = bundle.manifest.get("temperature")
@@ -26,9 +31,11 @@ def main() -> None:
                    "probabilities; 0 is perfect, 0.25 is a coin flip.")
     cols[2].metric("Temperature", state.fmt(temperature, 2), help="Logits are divided by this "
                    "before the sigmoid (fitted on the validation split; 1 = unchanged).")
-    st.plotly_chart(charts.reliability_figure(curve, y, p), width="stretch", key="reliability")
-    with st.expander("Bins"):
-        st.dataframe(curve, hide_index=True)
+    st.plotly_chart(charts.reliability_figure(curve, y, p, f"{view.name}, n = {view.n}"),
+                    width="stretch", key="reliability")
+    with st.expander(f"Bins ({len(curve)} non-empty, {view.n} films)"):
+        st.dataframe(curve.rename(columns={"count": "n", "low": "95% CI low",
+                                           "high": "95% CI high"}), hide_index=True)
 
 
 if __name__ == "__main__":

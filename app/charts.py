@@ -33,8 +33,11 @@ def probability_gauge(probability: float, threshold: float, valid: bool = True) 
     return fig
 
 
-def confusion_heatmap(cm: Sequence[Sequence[int]]) -> go.Figure:
-    """[[tn, fp], [fn, tp]] as an annotated heatmap (rows: truth, columns: prediction)."""
+def confusion_heatmap(cm: Sequence[Sequence[int]], films: str = "") -> go.Figure:
+    """[[tn, fp], [fn, tp]] as an annotated heatmap (rows: truth, columns: prediction).
+
+    `films` names the films and n (the figure's title).
+    """
     z = np.asarray(cm, dtype=float)
     names = [["True negative", "False positive"], ["False negative", "True positive"]]
     text = [[f"{names[i][j]}<br><b>{int(z[i, j])}</b>" for j in range(2)] for i in range(2)]
@@ -43,12 +46,13 @@ def confusion_heatmap(cm: Sequence[Sequence[int]]) -> go.Figure:
         text=text, texttemplate="%{text}", colorscale="Blues", showscale=False,
         hovertemplate="%{y}, %{x}: %{z}<extra></extra>"))
     fig.update_yaxes(autorange="reversed")
-    fig.update_layout(height=360, margin=dict(l=10, r=10, t=10, b=10))
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=40 if films else 10, b=10),
+                      title=dict(text=films, font=dict(size=13)))
     return fig
 
 
 def roc_figure(roc: pd.DataFrame, threshold: float, sens: float, spec: float,
-               auc_text: str) -> go.Figure:
+               auc_text: str, films: str = "") -> go.Figure:
     custom = np.column_stack([roc["threshold"], roc["tpr"], 1 - roc["fpr"]])
     fig = go.Figure()
     fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dash", color=GREY),
@@ -64,14 +68,15 @@ def roc_figure(roc: pd.DataFrame, threshold: float, sens: float, spec: float,
                                   f"specificity {spec:.3f}<extra></extra>")
     fig.update_layout(xaxis_title="1 − specificity (false-positive rate)",
                       yaxis_title="sensitivity (true-positive rate)", height=430,
-                      legend=dict(x=0.45, y=0.05), margin=dict(l=10, r=10, t=30, b=10))
+                      title=dict(text=films, font=dict(size=13)),
+                      legend=dict(x=0.45, y=0.05), margin=dict(l=10, r=10, t=40, b=10))
     fig.update_xaxes(range=[-0.01, 1.01])
     fig.update_yaxes(range=[-0.01, 1.01], scaleanchor="x", scaleratio=1)
     return fig
 
 
 def pr_figure(pr: pd.DataFrame, threshold: float, recall: float, precision: float,
-              prevalence: float, ap_text: str) -> go.Figure:
+              prevalence: float, ap_text: str, films: str = "") -> go.Figure:
     fig = go.Figure()
     fig.add_scatter(x=[0, 1], y=[prevalence, prevalence], mode="lines", hoverinfo="skip",
                     line=dict(dash="dash", color=GREY), name=f"chance ({prevalence:.2f})")
@@ -84,7 +89,8 @@ def pr_figure(pr: pd.DataFrame, threshold: float, recall: float, precision: floa
     fig.add_scatter(x=[recall], y=[precision], mode="markers", name=f"threshold {threshold:.3f}",
                     marker=dict(size=13, color=RED, symbol="x"))
     fig.update_layout(xaxis_title="sensitivity (recall)", yaxis_title="precision (PPV)",
-                      height=430, legend=dict(x=0.02, y=0.05), margin=dict(l=10, r=10, t=30, b=10))
+                      height=430, legend=dict(x=0.02, y=0.05), margin=dict(l=10, r=10, t=40, b=10),
+                      title=dict(text=films, font=dict(size=13)))
     fig.update_xaxes(range=[-0.01, 1.01])
     fig.update_yaxes(range=[-0.01, 1.01])
     return fig
@@ -115,28 +121,72 @@ def training_figure(history: pd.DataFrame, metric: str) -> go.Figure:
     return fig
 
 
-def reliability_figure(curve: pd.DataFrame, y: np.ndarray, p: np.ndarray) -> go.Figure:
-    """Reliability diagram (top) and the histogram of predicted probabilities (bottom)."""
+FAINT_BELOW = 10  # calibration bins with fewer films than this are drawn faint
+
+
+def reliability_figure(curve: pd.DataFrame, y: np.ndarray, p: np.ndarray,
+                       films: str = "") -> go.Figure:
+    """Reliability diagram (top) and the histogram of predicted probabilities (bottom).
+
+    `curve` has `low`/`high` (95% CI of the observed fraction) per bin; bins with fewer than
+    FAINT_BELOW films are drawn faint, their n in the hover and beside the point.
+    """
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.72, 0.28],
                         vertical_spacing=0.06)
     fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dash", color=GREY),
                     name="perfect calibration", hoverinfo="skip", row=1, col=1)
-    fig.add_scatter(x=curve["mean_predicted"], y=curve["fraction_positive"],
-                    mode="lines+markers", name="model", line=dict(color=BLUE),
-                    marker=dict(size=6 + 14 * np.sqrt(curve["count"] / curve["count"].max())),
-                    customdata=np.column_stack([curve["bin_lower"], curve["bin_upper"],
-                                                curve["count"]]),
-                    hovertemplate="bin %{customdata[0]:.2f}–%{customdata[1]:.2f} "
-                                  "(%{customdata[2]} images)<br>mean predicted %{x:.3f}<br>"
-                                  "observed pneumonia %{y:.3f}<extra></extra>", row=1, col=1)
+    fig.add_scatter(x=curve["mean_predicted"], y=curve["fraction_positive"], mode="lines",
+                    line=dict(color=BLUE, width=1), showlegend=False, hoverinfo="skip",
+                    row=1, col=1)
+    few = curve["count"] < FAINT_BELOW
+    for mask, name, opacity in ((~few, "model (95% CI)", 1.0),
+                                (few, f"bins under {FAINT_BELOW} films", 0.3)):
+        part = curve[mask]
+        if part.empty:
+            continue
+        fig.add_scatter(
+            x=part["mean_predicted"], y=part["fraction_positive"], mode="markers+text",
+            name=name, marker=dict(size=9, color=BLUE, opacity=opacity),
+            text=[f"n={c}" for c in part["count"]], textposition="middle right",
+            textfont=dict(size=10, color=f"rgba(31,119,180,{opacity})"),
+            error_y=dict(type="data", symmetric=False, color=f"rgba(31,119,180,{opacity})",
+                         array=part["high"] - part["fraction_positive"],
+                         arrayminus=part["fraction_positive"] - part["low"]),
+            customdata=np.column_stack([part["bin_lower"], part["bin_upper"], part["count"],
+                                        part["low"], part["high"]]),
+            hovertemplate="bin %{customdata[0]:.2f}–%{customdata[1]:.2f} "
+                          "(%{customdata[2]} films)<br>mean predicted %{x:.3f}<br>"
+                          "observed pneumonia %{y:.3f} (95% CI %{customdata[3]:.2f}–"
+                          "%{customdata[4]:.2f})<extra></extra>", row=1, col=1)
     for label, name, colour in ((0, "NORMAL", GREEN), (1, "PNEUMONIA", RED)):
-        fig.add_histogram(x=p[y == label], name=name, marker_color=colour, opacity=0.6,
-                          xbins=dict(start=0, end=1, size=0.05), row=2, col=1)
-    fig.update_layout(barmode="overlay", height=560, margin=dict(l=10, r=10, t=20, b=10))
-    fig.update_xaxes(range=[-0.02, 1.02], row=1, col=1)
-    fig.update_xaxes(range=[-0.02, 1.02], title_text="predicted probability of pneumonia",
+        fig.add_histogram(x=p[y == label], name=f"{name} films", marker_color=colour,
+                          opacity=0.6, xbins=dict(start=0, end=1, size=0.05), row=2, col=1)
+    fig.update_layout(barmode="overlay", height=580, margin=dict(l=10, r=10, t=40, b=10),
+                      title=dict(text=films, font=dict(size=13)))
+    fig.update_xaxes(range=[-0.02, 1.08], row=1, col=1)
+    fig.update_xaxes(range=[-0.02, 1.08], title_text="predicted probability of pneumonia",
                      row=2, col=1)
     fig.update_yaxes(range=[-0.02, 1.02], title_text="observed fraction with pneumonia",
                      row=1, col=1)
-    fig.update_yaxes(title_text="images", row=2, col=1)
+    fig.update_yaxes(title_text="films", row=2, col=1)
+    return fig
+
+
+def roc_overlay(curves: list[tuple[str, pd.DataFrame]], films: str = "") -> go.Figure:
+    """Several ROC curves (name, roc_points table) on one chart, for comparing models."""
+    fig = go.Figure()
+    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dash", color=GREY),
+                    name="chance", hoverinfo="skip")
+    for (name, roc), colour in zip(curves, (BLUE, RED, GREEN, GREY)):
+        fig.add_scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", name=name,
+                        line=dict(color=colour), customdata=roc["threshold"],
+                        hovertemplate=f"{name}<br>threshold %{{customdata:.4f}}<br>"
+                                      "sensitivity %{y:.3f}<br>1 − specificity %{x:.3f}"
+                                      "<extra></extra>")
+    fig.update_layout(xaxis_title="1 − specificity (false-positive rate)",
+                      yaxis_title="sensitivity (true-positive rate)", height=460,
+                      title=dict(text=films, font=dict(size=13)),
+                      legend=dict(x=0.3, y=0.05), margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_xaxes(range=[-0.01, 1.01])
+    fig.update_yaxes(range=[-0.01, 1.01], scaleanchor="x", scaleratio=1)
     return fig

@@ -1,4 +1,4 @@
-"""Confusion matrix on the held-out test split, live at any threshold and prevalence."""
+"""Confusion matrix of a set of films, live at any threshold and prevalence."""
 
 import streamlit as st
 
@@ -17,28 +17,34 @@ LABELS = {
 
 def main() -> None:
     bundle = state.require_bundle()
-    y, p = bundle.predictions()
     st.title("Confusion matrix")
-    st.caption(f"{len(y)} held-out test images ({int(y.sum())} with pneumonia) of model "
-               f"**{bundle.name}**. Move the threshold to see the trade-off.")
+    view = state.data_selector(bundle, "confusion")
+    y, p = view.y, view.p
+    st.caption(f"{view.caption}. Move the threshold to see the trade-off.")
     c1, c2 = st.columns([2, 1])
     with c1:
         threshold = state.threshold_control(bundle, "confusion")
     with c2:
+        # The default prevalence is that of the films shown, and says so: it is rarely the
+        # prevalence where the model is used.
         prevalence = st.number_input(
-            "Prevalence in your setting", 0.001, 0.999, value=round(float(y.mean()), 3),
-            step=0.01, format="%.3f", key=f"prevalence::{bundle.path}",
-            help="PPV and NPV depend on how common pneumonia is where the model is used; "
-                 "the default is the test set's prevalence.")
+            f"Prevalence in your setting (default: {view.name}'s)", 0.001, 0.999,
+            value=round(float(y.mean()), 3), step=0.01, format="%.3f",
+            key=f"prevalence::{bundle.path}::{view.name}",
+            help=f"PPV and NPV depend on how common pneumonia is where the model is used; "
+                 f"the default, {y.mean():.3f}, is the share of pneumonia among the {view.n} "
+                 f"films of {view.name}.")
     m = threshold_metrics(y, p, threshold, prevalence=prevalence)
     left, right = st.columns([3, 2])
     with left:
-        st.plotly_chart(charts.confusion_heatmap(m["confusion_matrix"]), width="stretch",
-                        key="confusion")
+        st.plotly_chart(charts.confusion_heatmap(m["confusion_matrix"],
+                                                 f"{view.name}, n = {view.n}"),
+                        width="stretch", key="confusion")
     with right:
-        cols = st.columns(2)
-        for k, (key, (label, help_text)) in enumerate(LABELS.items()):
-            cols[k % 2].metric(label, state.fmt(m[key]), help=help_text)
+        for row in range(0, len(LABELS), 2):
+            cols = st.columns(2)  # pairs stay side by side, also on a phone (see app CSS)
+            for col, (key, (label, help_text)) in zip(cols, list(LABELS.items())[row:row + 2]):
+                col.metric(label, state.fmt(m[key]), help=help_text)
         st.markdown(f"**At a prevalence of {prevalence:.1%}**")
         cols = st.columns(2)
         cols[0].metric("PPV", state.fmt(m["ppv_at_prevalence"]),
@@ -46,9 +52,9 @@ def main() -> None:
         cols[1].metric("NPV", state.fmt(m["npv_at_prevalence"]),
                        help="Chance that a cleared film is normal, at this prevalence.")
     (tn, fp), (fn, tp) = m["confusion_matrix"]
-    st.caption(f"At threshold {threshold:.3f}: {tp} pneumonia films caught, {fn} missed; "
-               f"{tn} normal films cleared, {fp} flagged unnecessarily. The bundle's own "
-               f"threshold is {bundle.threshold:.4g} (chosen on the validation split).")
+    st.caption(f"At threshold {threshold:.3f}, on {view.n} films of {view.name}: {tp} "
+               f"pneumonia films caught, {fn} missed; {tn} normal films cleared, {fp} flagged "
+               f"unnecessarily.")
 
 
 if __name__ == "__main__":

@@ -1,50 +1,63 @@
-"""ROC and precision-recall curves of the held-out test split, the threshold marked."""
+"""ROC and precision-recall curves of a set of films, the threshold marked."""
 
+import numpy as np
 import streamlit as st
 
 from app import charts, state
-from pneumo.metrics import pr_points, roc_points, threshold_metrics
+from pneumo.metrics import bootstrap_ci, pr_points, roc_points, summary_metrics, \
+    threshold_metrics
+
+
+@st.cache_data(show_spinner="Bootstrapping the AUC's confidence interval…", max_entries=16)
+def ranking(y: np.ndarray, p: np.ndarray) -> dict:
+    """AUC, PR-AUC and the AUC's 95% CI (1,000 resamples), recomputed from the films shown."""
+    m = summary_metrics(y, p, 0.5, n_boot=0)
+    return {"auc": m["auc"], "pr_auc": m["pr_auc"],
+            "auc_ci": bootstrap_ci(y, p, 0.5, n_boot=1000)["auc"]}
 
 
 def main() -> None:
     bundle = state.require_bundle()
-    y, p = bundle.predictions()
-    test = bundle.metrics().get("test") or {}
     st.title("ROC & PR curves")
-    st.caption(f"{len(y)} held-out test images of model **{bundle.name}**. Hover a curve for "
-               "the threshold, sensitivity and specificity at that point.")
+    view = state.data_selector(bundle, "curves")
+    y, p = view.y, view.p
+    st.caption(f"{view.caption}. Hover a curve for the threshold, sensitivity and specificity "
+               "at that point.")
     threshold = state.threshold_control(bundle, "curves")
     m = threshold_metrics(y, p, threshold)
+    rank = ranking(y, p)
     roc, pr = roc_points(y, p), pr_points(y, p)
-    auc_text = f"AUC {state.fmt(test.get('auc'))}{state.fmt_ci(test.get('auc_ci'))}"
-    ap_text = f"AP {state.fmt(test.get('pr_auc'))}"
-    cols = st.columns(4)
-    cols[0].metric("ROC AUC", state.fmt(test.get("auc")),
-                   help="Chance that a random pneumonia film scores above a random normal one.")
-    cols[1].metric("AUC 95% CI", state.fmt_range(test.get("auc_ci")),
-                   help="Percentile bootstrap over the test images.")
-    cols[2].metric("Sensitivity", state.fmt(m["sensitivity"]))
-    cols[3].metric("Specificity", state.fmt(m["specificity"]))
+    films = f"{view.name}, n = {view.n}"
+    auc_text = f"AUC {state.fmt(rank['auc'])}{state.fmt_ci(rank['auc_ci'])}"
+    ap_text = f"AP {state.fmt(rank['pr_auc'])}"
+    row = st.columns(2)
+    row[0].metric("ROC AUC", state.fmt(rank["auc"]),
+                  help="Chance that a random pneumonia film scores above a random normal one.")
+    row[1].metric("AUC 95% CI", state.fmt_range(rank["auc_ci"]),
+                  help="Percentile bootstrap over the films (1,000 resamples).")
+    row = st.columns(2)
+    row[0].metric("Sensitivity", state.fmt(m["sensitivity"]))
+    row[1].metric("Specificity", state.fmt(m["specificity"]))
     left, right = st.columns(2)
     with left:
         st.subheader("ROC curve")
         if roc.empty:
-            st.info("The test split has a single class: no ROC curve.")
+            st.info(f"{view.name} has a single class: no ROC curve.")
         else:
             st.plotly_chart(charts.roc_figure(roc, threshold, m["sensitivity"],
-                                              m["specificity"], auc_text),
+                                              m["specificity"], auc_text, films),
                             width="stretch", key="roc")
     with right:
         st.subheader("Precision–recall curve")
         if pr.empty:
-            st.info("The test split has no pneumonia cases: no PR curve.")
+            st.info(f"{view.name} has no pneumonia films: no PR curve.")
         else:
             precision = m["precision"] if m["precision"] == m["precision"] else 1.0
             st.plotly_chart(charts.pr_figure(pr, threshold, m["sensitivity"], precision,
-                                             float(y.mean()), ap_text),
+                                             float(y.mean()), ap_text, films),
                             width="stretch", key="pr")
-    st.caption("The ✕ marks the current threshold (shared with the Confusion matrix page). "
-               "AUC and its CI were computed when the bundle was evaluated.")
+    st.caption(f"The ✕ marks the current threshold (shared with the Confusion matrix page). "
+               f"AUC and its CI are computed here from the {view.n} films shown.")
 
 
 if __name__ == "__main__":

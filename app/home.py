@@ -22,8 +22,13 @@ def main() -> None:
         st.page_link("app/batch.py", label="Score a folder or ZIP", icon=":material/folder_zip:")
     with cols[1].container(border=True):
         st.subheader(":material/analytics: Data scientist")
-        st.markdown("Check how the model behaves on held-out patients: operating point, "
-                    "curves with confidence intervals, calibration and training history.")
+        st.markdown("Evaluate the model on your own labelled films, compare two models, and "
+                    "check the operating point, curves with confidence intervals, "
+                    "calibration and training history.")
+        st.page_link("app/evaluate.py", label="Evaluate on your films",
+                     icon=":material/fact_check:")
+        st.page_link("app/compare.py", label="Compare two models",
+                     icon=":material/compare_arrows:")
         st.page_link("app/confusion.py", label="Confusion matrix & threshold",
                      icon=":material/grid_view:")
         st.page_link("app/curves.py", label="ROC & PR curves", icon=":material/show_chart:")

@@ -180,10 +180,11 @@ def cached_prediction(predictor, data: bytes, name: str, cam: str):
 
 
 def threshold_control(bundle: Bundle, page: str, label: str = "Decision threshold") -> float:
-    """A threshold slider whose value is shared by the pages that show one.
+    """A threshold slider whose value is shared by the pages that show one, with a reset.
 
     Each page has its own widget (`page` names it); the value lives in a plain session key,
-    copied into the widget when another page changed it.
+    copied into the widget when another page changed it. It is exploratory: Predict and Batch
+    always use the bundle's own threshold.
     """
     store = f"threshold::{bundle.path}"
     widget = f"threshold::{page}::{bundle.path}"
@@ -194,7 +195,19 @@ def threshold_control(bundle: Bundle, page: str, label: str = "Decision threshol
               on_change=_copy_state, args=(widget, store),
               help=f"Probability ≥ threshold is called pneumonia. The bundle's threshold is "
                    f"{bundle.threshold:.4g}, chosen on the validation split.")
+    moved = abs(st.session_state[store] - bundle.threshold) > 1e-9
+    left, right = st.columns([1, 3], vertical_alignment="center")
+    left.button(f"Reset to {bundle.threshold:.4g}", key=f"reset::{page}", disabled=not moved,
+                on_click=_set_state, args=(store, bundle.threshold),
+                help="Back to the bundle's own threshold (chosen on its validation split).")
+    right.caption("Exploratory — not used by Predict or Batch, which always apply the "
+                  f"bundle's threshold {bundle.threshold:.4g}."
+                  + (" :orange[Moved from the bundle's value.]" if moved else ""))
     return float(st.session_state[store])
+
+
+def _set_state(key: str, value: Any) -> None:
+    st.session_state[key] = value
 
 
 def _copy_state(source: str, target: str) -> None:
@@ -265,5 +278,82 @@ def fmt_ci(ci: Any) -> str:
     return "" if text == "n/a" else f" (95% CI {text})"
 
 
+# ----------------------------------------------------------------------------- data sets
+
+EVALUATIONS = "evaluations"  # session key: {key: pneumo.evaluate.Evaluation}
+MAX_EVALUATIONS = 4  # kept per session (each holds its upload in memory)
+INTERNAL = "internal"
+
+
+@dataclass
+class DataView:
+    """Labels and probabilities of one set of films, with the words that name it."""
+
+    y: np.ndarray
+    p: np.ndarray
+    name: str  # e.g. "held-out test split of default" or "calibration.zip"
+    caption: str  # films and n, for every figure
+    evaluation: Any = None  # the pneumo.evaluate.Evaluation, for uploaded sets
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+
+def evaluations() -> dict[str, Any]:
+    return st.session_state.setdefault(EVALUATIONS, {})
+
+
+def store_evaluation(evaluation) -> str:
+    """Keep an evaluated set for the metric pages (the oldest goes past MAX_EVALUATIONS)."""
+    sets = evaluations()
+    key = f"{evaluation.name} · scored by {evaluation.model} ({evaluation.n} films)"
+    sets.pop(key, None)
+    sets[key] = evaluation
+    while len(sets) > MAX_EVALUATIONS:
+        sets.pop(next(iter(sets)))
+    st.session_state[DATASET_KEY] = key
+    return key
+
+
+DATASET_KEY = "dataset"
+
+
+def _internal_view(bundle: Bundle) -> DataView:
+    y, p = bundle.predictions()
+    return DataView(y, p, f"held-out test split of {bundle.name}",
+                    f"{len(y)} held-out test films of the bundle's own patient split "
+                    f"({int(y.sum())} pneumonia, {int(len(y) - y.sum())} normal) of model "
+                    f"**{bundle.name}**")
+
+
+def data_selector(bundle: Bundle, page: str) -> DataView:
+    """The films a metric page shows: the bundle's internal test split or an evaluated set
+    (scored by this bundle). The choice is shared between pages."""
+    sets = {k: ev for k, ev in evaluations().items() if ev.model_path == str(bundle.path)}
+    options = [INTERNAL, *sets]
+    chosen = st.session_state.get(DATASET_KEY, INTERNAL)
+    chosen = chosen if chosen in options else INTERNAL
+    widget = f"{DATASET_KEY}::{page}"
+    st.session_state[widget] = chosen
+    if len(options) > 1:
+        st.selectbox("Films", options, key=widget, on_change=_copy_state,
+                     args=(widget, DATASET_KEY),
+                     format_func=lambda k: (f"Held-out test split of {bundle.name}"
+                                            if k == INTERNAL else f"Your films: {k}"),
+                     help="Evaluate your own labelled films on the Evaluate page to add "
+                          "them here.")
+    other = len(evaluations()) - len(sets)
+    if other:
+        st.caption(f"{other} evaluated set(s) were scored by another model: pick it in the "
+                   "sidebar to see them.")
+    if chosen == INTERNAL:
+        return _internal_view(bundle)
+    ev = sets[chosen]
+    return DataView(ev.table["label"].to_numpy().astype(int),
+                    ev.table["probability"].to_numpy().astype(float), ev.name, ev.caption(), ev)
+
+
 __all__ = ["Bundle", "BundleError", "DataError", "find_bundles", "get_predictor", "load_bundle",
-           "models_root", "require_bundle", "sidebar", "threshold_control", "cached_prediction"]
+           "models_root", "require_bundle", "sidebar", "threshold_control", "cached_prediction",
+           "DataView", "data_selector", "evaluations", "store_evaluation"]

@@ -1,0 +1,289 @@
+"""Evaluate on your own films: a labelled upload in; metrics with CIs, an error gallery and a
+per-film CSV out. The scored set then appears in the data selector of every metric page.
+
+The scoring is `pneumo.evaluate.evaluate_films`, the same path as `python -m pneumo evaluate`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib.util
+import re
+import time
+
+import pandas as pd
+import streamlit as st
+
+from app import state
+from pneumo import verdict
+from pneumo.errors import DataError, PneumoError
+
+GALLERY_PAGE = 8  # error thumbnails per page
+RUNS = "evaluate_runs"  # session key: upload signature -> evaluation key
+
+
+def _signature(named: list[tuple[str, bytes]], bundle) -> str:
+    digest = hashlib.sha256(str(bundle.path).encode())
+    for name, data in named:
+        digest.update(name.encode() + hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+def _run(named: list[tuple[str, bytes]], bundle):
+    """Find the films, score them with a progress bar, store the evaluation; None on error."""
+    from pneumo.evaluate import evaluate_films
+    from pneumo.uploads import labelled_films
+
+    try:
+        upload = labelled_films(named)
+    except DataError as exc:
+        st.error(f"These files cannot be evaluated: {exc}")
+        return None
+    c = upload.counts
+    st.info(f"Found {c['films']} labelled films ({c['pneumonia']} pneumonia, {c['normal']} "
+            f"normal; {upload.layout})" + (f"; {c['problems']} file(s) cannot be used (listed "
+                                           "below)." if c["problems"] else "."))
+    predictor = state.get_predictor(bundle)
+    if predictor is None:
+        return None
+    bar = st.progress(0.0, text=f"Scoring {c['films']} films…")
+    started = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"Scored {done} of {total} films "
+                                        f"({time.perf_counter() - started:.0f} s)")
+
+    name = upload.source if len(upload.source) < 60 else upload.source[:57] + "…"
+    try:
+        evaluation = evaluate_films(predictor, upload.films, name=name, source=upload.source,
+                                    layout=upload.layout, progress=progress,
+                                    problems=upload.problems)
+    except DataError as exc:
+        bar.empty()
+        st.error(f"No film could be scored: {exc}")
+        return None
+    bar.empty()
+    return state.store_evaluation(evaluation)
+
+
+def _headline(ev, bundle, metrics: dict) -> None:
+    fmt, ci = state.fmt, state.fmt_ci
+    cols = st.columns(2)
+    cols[0].metric("ROC AUC", fmt(metrics["auc"]), help="95% CI " + state.fmt_range(
+        metrics["auc_ci"]) + " (bootstrap over the films)")
+    cols[1].metric("Accuracy", fmt(metrics["accuracy"]))
+    cols = st.columns(2)
+    cols[0].metric("Sensitivity", fmt(metrics["sensitivity"]),
+                   help="95% CI " + state.fmt_range(metrics["sensitivity_ci"]))
+    cols[1].metric("Specificity", fmt(metrics["specificity"]),
+                   help="95% CI " + state.fmt_range(metrics["specificity_ci"]))
+    (tn, fp), (fn, tp) = metrics["confusion_matrix"]
+    st.caption(f"At the bundle's threshold {ev.threshold:.4g}: AUC {fmt(metrics['auc'])}"
+               f"{ci(metrics['auc_ci'])}; sensitivity {fmt(metrics['sensitivity'])}"
+               f"{ci(metrics['sensitivity_ci'])}; specificity {fmt(metrics['specificity'])}"
+               f"{ci(metrics['specificity_ci'])}. TN {tn}, FP {fp}, FN {fn}, TP {tp}.")
+    test = bundle.metrics().get("test") or {}
+    if test:
+        rows = [{"films": f"yours: {ev.name}", "n": metrics["n"],
+                 **{k: fmt(metrics.get(k)) for k in ("auc", "sensitivity", "specificity")}},
+                {"films": "bundle's held-out test split", "n": test.get("n"),
+                 **{k: fmt(test.get(k)) for k in ("auc", "sensitivity", "specificity")}}]
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="content")
+
+
+def _problems(ev) -> None:
+    if not ev.problems:
+        st.caption(f"All {ev.n} films were read and scored.")
+        return
+    st.warning(f"{len(ev.problems)} file(s) were not scored; each is listed with the reason.",
+               icon=":material/error:")
+    with st.expander(f"Files not scored ({len(ev.problems)})"):
+        st.dataframe(pd.DataFrame({"file": [p.name for p in ev.problems],
+                                   "reason": [verdict.user_message(p.error)
+                                              if p.error else "" for p in ev.problems]}),
+                     hide_index=True, width="stretch")
+
+
+def _thumbnail(ev, film_name: str, predictor):
+    """The film with its Grad-CAM overlay, small, cached per session; None if unreadable."""
+    cache = st.session_state.setdefault("_gallery", {})
+    key = (ev.model_path, film_name)
+    if key not in cache:
+        import cv2
+
+        from pneumo.explain import overlay
+
+        film = next(f for f in ev.films if f.name == film_name)
+        try:
+            result = predictor.predict(film.source(), cam="gradcam", tta=False, name=film.name)
+        except PneumoError:
+            return None
+        gray = result.image.pixels
+        width = min(320, gray.shape[1])  # thumbnails: small in memory and on the wire
+        small = cv2.resize(gray, (width, max(1, round(width * gray.shape[0] / gray.shape[1]))),
+                           interpolation=cv2.INTER_AREA)
+        cache[key] = overlay(small, result.heatmap, 0.4) if result.heatmap is not None \
+            else small
+        while len(cache) > 64:
+            cache.pop(next(iter(cache)))
+    return cache[key]
+
+
+def _gallery(ev, bundle, threshold: float) -> None:
+    from pneumo.evaluate import errors_at
+
+    wrong = errors_at(ev.table, threshold)
+    n_fp = int((wrong["error"] == "false positive").sum())
+    n_fn = int((wrong["error"] == "false negative").sum())
+    st.subheader("Error gallery")
+    st.caption(f"At threshold {threshold:.3f} on {ev.n} films of {ev.name}: {n_fp} false "
+               f"positives (normal films called pneumonia), {n_fn} false negatives (pneumonia "
+               "films missed). Heatmaps show what drove the score, not where disease is.")
+    if wrong.empty:
+        st.success("No errors at this threshold.")
+        return
+    c1, c2 = st.columns(2)
+    kind = c1.radio("Show", ["both", "false positives", "false negatives"], horizontal=True,
+                    key="gallery_kind")
+    order = c2.radio("Sort by confidence", ["most confident first", "least confident first"],
+                     horizontal=True, key="gallery_order")
+    if kind != "both":
+        wrong = wrong[wrong["error"] == kind[:-1]]
+    wrong = wrong.sort_values("confidence", ascending=order.startswith("least"))
+    pages = max(1, -(-len(wrong) // GALLERY_PAGE))
+    page = st.number_input(f"Page (of {pages})", 1, pages, 1, key="gallery_page") \
+        if pages > 1 else 1
+    shown = wrong.iloc[(page - 1) * GALLERY_PAGE: page * GALLERY_PAGE]
+    predictor = state.get_predictor(bundle)
+    if predictor is None:
+        return
+    with st.spinner("Computing heatmaps…"):
+        cols = st.columns(4)
+        for k, row in enumerate(shown.itertuples()):
+            img = _thumbnail(ev, row.path, predictor)
+            with cols[k % 4]:
+                caption = (f"{row.error} · p = {verdict.format_probability(row.probability)}"
+                           + ("" if row.assessed else " · outside the population")
+                           + f" · {row.path.split('/')[-1]}")
+                if img is None:
+                    st.caption(caption + " (could not be re-read)")
+                else:
+                    st.image(img, caption=caption, width="stretch")
+    with st.expander("These errors as a table"):
+        st.dataframe(wrong[["path", "error", "probability", "confidence", "assessed"]],
+                     hide_index=True, width="stretch")
+
+
+def _calibrate_offer(ev, bundle) -> None:
+    """Fit a threshold to these films as a *new* bundle (only when `pneumo calibrate` exists)."""
+    if importlib.util.find_spec("pneumo.calibrate") is None:
+        return
+    with st.expander("Fit a threshold to these films (writes a new bundle)"):
+        st.caption("Writes a new bundle beside the active one; the active bundle is never "
+                   "changed. Figures of the new bundle on these same films are no longer an "
+                   "independent test.")
+        policy = st.selectbox("Policy", ["sensitivity", "youden", "cost"], key="cal_policy")
+        target = st.number_input("Target sensitivity", 0.5, 0.999, 0.95, 0.01,
+                                 key="cal_target", disabled=policy != "sensitivity")
+        default = f"{bundle.path.name}-cal-{dt.datetime.now().strftime('%Y%m%d-%H%M')}"
+        name = st.text_input("New bundle name", default, key="cal_name")
+        if st.button("Write the new bundle", key="cal_go"):
+            _calibrate(ev, bundle, name, policy, target)
+
+
+def _calibrate(ev, bundle, name: str, policy: str, target: float) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from pneumo.calibrate import calibrate_bundle
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name or ""):
+        st.error("Name the bundle with letters, digits, '.', '_' or '-' (up to 64).")
+        return
+    out = state.models_root() / name
+    if state.models_root().joinpath("manifest.json").is_file() or out.exists():
+        st.error(f"`{out}` exists (or the models folder is a single bundle): choose another "
+                 "name.")
+        return
+    try:
+        with tempfile.TemporaryDirectory() as tmp, st.spinner("Calibrating…"):
+            for k, film in enumerate(ev.films):  # the films as class folders on disk
+                folder = Path(tmp) / ("PNEUMONIA" if film.label else "NORMAL")
+                folder.mkdir(exist_ok=True)
+                src = film.source()
+                data = src if isinstance(src, bytes) else Path(src).read_bytes()
+                (folder / f"{k:05d}_{Path(film.name).name}").write_bytes(data)
+            summary = calibrate_bundle(bundle.path, tmp, out, policy=policy,
+                                       target_sensitivity=target)
+    except (PneumoError, OSError) as exc:
+        st.error(f"Calibration failed: {verdict.user_message(exc)}")
+        return
+    st.success(f"New bundle written to `{out}`: pick **{name}** in the sidebar. The active "
+               "bundle is unchanged.")
+    st.json(summary)
+
+
+def _results(ev, bundle) -> None:
+    from pneumo.evaluate import results_csv, summarise
+
+    st.subheader(f"{ev.name}")
+    st.caption(f"{ev.caption()}, in {ev.seconds:.0f} s.")
+    _problems(ev)
+    metrics = ev.metrics
+    n_out = metrics.get("n_not_assessed", 0)
+    if n_out:
+        left_out = st.toggle(f"Leave out the {n_out} film(s) the gate flags as outside the "
+                             "model's population", key="eval_drop_unassessed")
+        st.caption(f"{n_out} of the {ev.n} films are outside the model's population: Predict "
+                   "and Batch would give them no verdict.")
+        kept = ev.table[ev.table["assessed"].astype(bool)]
+        if left_out and not kept.empty and kept["label"].nunique() == 2:
+            metrics = summarise(kept, ev.threshold)
+            st.caption(f"Figures below: the {len(kept)} assessed films only.")
+    _headline(ev, bundle, metrics)
+    st.page_link("app/confusion.py", label="Open these films on the metric pages (Confusion "
+                 "matrix, ROC & PR, Calibration: pick them under Films)",
+                 icon=":material/grid_view:")
+    threshold = state.threshold_control(bundle, "evaluate")
+    st.download_button("Download per-film results (CSV)", results_csv(ev.table, threshold),
+                       file_name="pneumo-evaluation.csv", mime="text/csv",
+                       icon=":material/download:")
+    _gallery(ev, bundle, threshold)
+    _calibrate_offer(ev, bundle)
+
+
+def main() -> None:
+    bundle = state.require_bundle()
+    st.title("Evaluate on your own films")
+    st.caption("Upload labelled films: a ZIP with `NORMAL/` and `PNEUMONIA/` folders (the "
+               "Kaggle `train/val/test` layout: its `test/` split; RSNA's "
+               "`stage_2_train_labels.csv` + `stage_2_train_images/`), or a CSV manifest "
+               "`path,label[,patient_id]` with the images (loose or zipped). Files stay in "
+               "memory; nothing is stored. Scored at the bundle's own threshold, the same way "
+               "as `python -m pneumo evaluate`.")
+    files = st.file_uploader("Labelled films (ZIP, CSV and images)", accept_multiple_files=True,
+                             key="eval_upload")
+    runs = st.session_state.setdefault(RUNS, {})
+    key = None
+    if files:
+        named = [(f.name, f.getvalue()) for f in files]
+        signature = _signature(named, bundle)
+        key = runs.get(signature)
+        if key not in state.evaluations():
+            key = _run(named, bundle)
+            if key is None:
+                return
+            runs[signature] = key
+    else:
+        sets = {k: ev for k, ev in state.evaluations().items()
+                if ev.model_path == str(bundle.path)}
+        if not sets:
+            st.info("Upload a ZIP of labelled films to start.")
+            return
+        key = st.selectbox("Evaluated earlier in this session", list(sets), key="eval_pick")
+    _results(state.evaluations()[key], bundle)
+
+
+if __name__ == "__main__":
+    main()
