@@ -32,6 +32,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .bundle import json_ready
+    from .compare import compare
+    from .predict import Predictor
+
+    if len(args.model) != 2:
+        raise PneumoError(f"compare takes exactly two --model bundles, received "
+                          f"{len(args.model)}")
+    a, b = (Predictor.load(m, precision=args.precision) for m in args.model)
+    print(json.dumps(json_ready(compare(a, b, args.data, args.bootstrap))))
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from . import verdict
     from .bundle import json_ready
@@ -118,6 +131,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--progress", action="store_true", help="progress bar even when not a TTY")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="two bundles on the same labelled films (JSON)")
+    p.add_argument("--model", action="append", required=True,
+                   help="bundle folder; give it twice (A, then B)")
+    p.add_argument("--precision", default="float32",
+                   choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"])
+    p.add_argument("--data", required=True, help="any layout `evaluate` takes")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("predict", help="one JSON line per image")
     model_args(p)
