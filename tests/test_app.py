@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "streamlit_app.py")
 METRIC_PAGES = ["app/confusion.py", "app/curves.py", "app/calibration.py", "app/training.py",
                 "app/model_card.py"]
-ALL_PAGES = ["app/home.py", *METRIC_PAGES, "app/predict.py", "app/batch.py"]
+ALL_PAGES = ["app/home.py", *METRIC_PAGES, "app/predict.py", "app/batch.py", "app/evaluate.py",
+             "app/compare.py"]
 TIMEOUT = 120  # seconds per AppTest run: the first prediction loads TensorFlow
 
 AppTest = pytest.importorskip("streamlit.testing.v1").AppTest
@@ -131,6 +132,20 @@ def problems(at: AppTest) -> list:
 
 def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
+
+
+def shown_verdict(at: AppTest) -> str:
+    """"assessed" (a probability and a class label are shown) or "not assessed" (the gate's
+    warning, no probability, no class label), checking that it is exactly one of the two."""
+    labels = [m.label for m in at.metric]
+    warned = any("Not assessed" in e.value for e in at.error)
+    if "Pneumonia probability" in labels:
+        assert not warned and "%" in metric(at, "Pneumonia probability")
+        return "assessed"
+    assert warned, problems(at)
+    text = " ".join(m.value for m in at.markdown)
+    assert "PNEUMONIA" not in text and "NORMAL" not in text
+    return "not assessed"
 
 
 # ----------------------------------------------------------------------------- every page renders
@@ -260,7 +275,10 @@ def test_predict_upload_shows_probability_heatmap_and_reports(serve, real_bundle
     at.switch_page("app/predict.py").run()
     at.file_uploader[0].set_value((name, data, "image/jpeg")).run()
     assert not at.exception
-    assert "%" in metric(at, "Pneumonia probability")
+    if shown_verdict(at) == "not assessed":  # the tiny bundle's gate flags real films
+        assert not any(c.startswith("Heatmap overlay") for img in at.image for c in img.captions)
+        at.toggle(key="show_unassessed").set_value(True).run()
+        assert "%" in metric(at, "Score (not valid)")
     captions = [c for img in at.image for c in img.captions]
     assert any(c.startswith("Heatmap overlay") for c in captions), captions
     assert [b.label for b in at.download_button] == [
@@ -280,10 +298,13 @@ def test_predict_bad_upload_shows_error(serve, real_bundle, name, data, expected
     at.file_uploader[0].set_value((name, data, "application/octet-stream")).run()
     assert not at.exception
     assert any(expected in e.value for e in at.error), problems(at)
+    # No control that could act on a broken file (the page's image-source radio stays).
+    assert [r.key for r in at.radio] == ["predict_source"] and not at.slider
+    assert "bytes not processed" not in str(at.main)  # no raw decoder text
     name, data = real_xray()
     at.file_uploader[0].set_value((name, data, "image/jpeg")).run()
     assert not at.exception  # the app keeps serving
-    assert "%" in metric(at, "Pneumonia probability")
+    shown_verdict(at)
 
 
 def test_predict_dicom_without_pixels_and_colour_photo(serve, real_bundle):
@@ -357,7 +378,7 @@ def test_try_a_sample_from_folder(serve, real_bundle, tmp_path, monkeypatch):
     at.selectbox(key="sample_choice").select(
         next(o for o in at.selectbox(key="sample_choice").options if "film.png" in o)).run()
     assert not at.exception  # (a synthetic film is flagged out of population: fine)
-    assert "%" in metric(at, "Pneumonia probability")
+    shown_verdict(at)
 
 
 # ----------------------------------------------------------------------------- render_prediction
@@ -378,13 +399,20 @@ def _stub_script():
         def predict(self, data, cam="gradcam", name=None):
             if data == b"bad":
                 raise ImageError(f"{name}: this is a text file; upload a chest X-ray")
+            inside = data == b"inside"
             pixels = np.linspace(0, 1, 64 * 80, dtype=np.float32).reshape(64, 80)
-            return PredictionResult(
-                probability=0.91, label="PNEUMONIA", threshold=0.5, in_population=False,
-                ood_score=2.0, uncertainty=0.0, needs_review=True,
-                reasons=["This image is unlike the paediatric films the model was trained on."],
-                heatmap=np.ones((64, 80), np.float32) * 0.5, cam=cam,
+            heat = np.zeros((64, 80), np.float32)
+            heat[:8, :8] = 1.0  # a hot corner: a burned-in marker
+            reason = "This image is unlike the paediatric films the model was trained on."
+            result = PredictionResult(
+                probability=0.9996 if inside else 0.91, threshold=0.5, in_population=inside,
+                label="PNEUMONIA" if inside else "NOT ASSESSED",
+                ood_score=0.5 if inside else 2.0, uncertainty=0.0, needs_review=not inside,
+                reasons=[] if inside else [reason], heatmap=heat, cam=cam,
                 image=XrayImage(pixels, "DICOM", 12, 0.0, {"Modality": "CR"}))
+            result.assessed = inside  # the fields predict.py gains (set here either way)
+            result.population_reasons = [] if inside else [reason]
+            return result
 
     import streamlit as st
 
@@ -394,14 +422,29 @@ def _stub_script():
 def test_render_prediction_with_stub_predictor():
     at = AppTest.from_function(_stub_script, default_timeout=30).run()
     assert not at.exception
-    assert metric(at, "Pneumonia probability") == "91.0%"
-    assert any("Outside the model's training population" in e.value for e in at.error)
+    # Flagged by the gate: the warning first, no probability, no gauge, no heatmap, no label.
+    assert shown_verdict(at) == "not assessed"
+    assert "Outside" not in str(at.metric) and not at.get("plotly_chart")
+    assert not any("Heatmap" in c for img in at.image for c in img.captions)
     assert at.expander[0].label.startswith("Technical DICOM tags")
+    at.toggle(key="show_unassessed").set_value(True).run()
+    assert metric(at, "Score (not valid)") == "91.0%"
+    assert any("Heatmap overlay" in c for img in at.image for c in img.captions)
     at.radio(key="cam_method").set_value("Score-CAM").run()
     assert not at.exception
+    # In population: probability (never "100.0%"), label, gauge, heatmap with its scale/note.
+    at.session_state["data"] = b"inside"
+    at.run()
+    assert shown_verdict(at) == "assessed"
+    assert metric(at, "Pneumonia probability") == ">99.9%"
+    assert "PNEUMONIA" in " ".join(m.value for m in at.markdown)
+    assert any("not where disease is" in c.value for c in at.caption)
+    assert any("outside the usual lung fields" in w.value for w in at.warning)
+    assert any("influence on the score" in c for img in at.image for c in img.captions)
     at.session_state["data"] = b"bad"
     at.run()
     assert any("cannot be analysed" in e.value and "text file" in e.value for e in at.error)
+    assert not at.radio and not at.slider and not at.download_button
 
 
 # ----------------------------------------------------------------------------- batch
@@ -426,13 +469,20 @@ def test_batch_zip_and_loose_files(serve, real_bundle):
                                    ("notes.txt", b"not an image", "text/plain")]).run()
     assert not at.exception
     table = at.dataframe[0].value
-    assert list(table.columns) == ["file", "probability", "label", "flags", "error"]
+    assert list(table.columns) == ["file", "result", "probability", "flags", "error"]
     assert sorted(table["file"]) == sorted(["batch.zip/films/a.png", "batch.zip/films/b.png",
                                             "batch.zip/films/broken.png", "c.png", "notes.txt"])
     bad = table[table["error"] != ""]
     assert set(bad["file"]) == {"batch.zip/films/broken.png", "notes.txt"}
+    assert set(bad["result"]) == {"unreadable"}
     good = table[table["error"] == ""]
-    assert good["probability"].between(0, 1).all() and set(good["label"]) <= {"NORMAL", "PNEUMONIA"}
+    assessed = good[good["result"] != "Not assessed"]
+    assert assessed["probability"].between(0, 1).all()
+    assert set(assessed["result"]) <= {"NORMAL", "PNEUMONIA"}
+    assert good[good["result"] == "Not assessed"]["probability"].isna().all()
+    counted = {m.label: int(m.value) for m in at.metric}
+    assert counted["Unreadable"] == 2 and sum(counted.values()) == 5
+    assert counted["Not assessed"] == int((table["result"] == "Not assessed").sum())
     assert [b.label for b in at.download_button] == ["Download CSV"]
 
 
@@ -440,7 +490,7 @@ def test_batch_zip_and_loose_files(serve, real_bundle):
 
 
 def test_zip_guards(monkeypatch):
-    from app import uploads
+    from pneumo import uploads
 
     monkeypatch.setattr(uploads, "MAX_MEMBERS", 3)
     items = uploads.expand([("many.zip", _zip({f"{i}.png": b"x" for i in range(5)}))])
@@ -457,12 +507,12 @@ def test_zip_guards(monkeypatch):
     assert items["bomb.zip/small.png"].data == b"ok"
 
     nested = uploads.expand([("outer.zip", _zip({"inner.zip": _zip({"a.png": b"1"})}))])
-    assert nested[0].error == "nested ZIP files are not opened"
+    assert "archives inside the archive are not opened" in nested[0].error
     assert "not a readable ZIP" in uploads.expand([("fake.zip", b"PK\x03\x04junk")])[0].error
 
 
 def test_zip_guard_does_not_trust_declared_sizes(monkeypatch):
-    from app import uploads
+    from pneumo import uploads
 
     monkeypatch.setattr(uploads, "MAX_MEMBER_BYTES", 1_000)
     data = bytearray(_zip({"a.png": b"\0" * 5_000}))
@@ -525,10 +575,11 @@ def test_metric_pages_do_not_import_tensorflow(fake_bundle):
 import sys
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file({APP!r}, default_timeout=60).run()
-for page in {METRIC_PAGES + ['app/home.py']!r}:
+for page in {METRIC_PAGES + ['app/home.py', 'app/evaluate.py', 'app/compare.py']!r}:
     at.switch_page(page).run()
     assert not at.exception, (page, at.exception)
-import pneumo, pneumo.metrics, pneumo.report, app.state, app.predict, app.batch
+import pneumo, pneumo.metrics, pneumo.report, app.state, app.predict, app.batch, app.evaluate
+import app.compare, pneumo.evaluate, pneumo.compare, pneumo.uploads, pneumo.verdict
 loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))
 print('HEAVY', loaded[:5])
 sys.exit(1 if loaded else 0)

@@ -1,0 +1,352 @@
+"""Evaluate-on-your-films, compare and no-verdict: the library parts, TensorFlow-free.
+
+Uploads (every layout, every refusal), scoring with a stub predictor, the paired statistics
+against independent computations, the verdict wording and the NOT VALID report.
+"""
+
+from __future__ import annotations
+
+import io
+import stat
+import zipfile
+import zlib
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from pneumo.errors import DataError, ImageError
+from pneumo.uploads import Film, labelled_films
+
+
+def make_zip(entries: dict[str, bytes], links: tuple[str, ...] = ()) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+        for name in links:  # a symbolic link member pointing outside
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(info, "/etc/passwd")
+    return buf.getvalue()
+
+
+def names(upload) -> list[tuple[str, int]]:
+    return sorted((f.name, f.label) for f in upload.films)
+
+
+def problems(upload) -> dict[str, str]:
+    return {p.name: p.error for p in upload.problems}
+
+
+# ----------------------------------------------------------------------------- layouts
+
+
+def test_class_folders_anywhere_in_the_tree_and_unlabelled_files_listed():
+    up = labelled_films([("set.zip", make_zip({
+        "set/NORMAL/IM-0001-0001.jpeg": b"n", "set/pneumonia/person1_virus_1.jpeg": b"p",
+        "set/stray.jpeg": b"?", "set/notes.txt": b"t", "__MACOSX/set/._x": b"junk",
+        "set/.DS_Store": b"junk"}))])
+    assert names(up) == [("set.zip/set/NORMAL/IM-0001-0001.jpeg", 0),
+                         ("set.zip/set/pneumonia/person1_virus_1.jpeg", 1)]
+    assert [f.patient_id for f in sorted(up.films, key=lambda f: f.label)] == ["IM-0001",
+                                                                               "person1"]
+    assert set(problems(up)) == {"set.zip/set/stray.jpeg", "set.zip/set/notes.txt"}
+    assert "no label" in problems(up)["set.zip/set/stray.jpeg"]
+    assert up.layout == "class folders" and up.counts == {
+        "films": 2, "normal": 1, "pneumonia": 1, "problems": 2}
+    assert up.films[0].source() in (b"n", b"p")
+
+
+def test_kaggle_layout_uses_test_split_like_the_cli():
+    up = labelled_films([("k.zip", make_zip({
+        "chest_xray/train/NORMAL/a.jpeg": b"1", "chest_xray/test/NORMAL/b.jpeg": b"2",
+        "chest_xray/test/PNEUMONIA/c.jpeg": b"3"}))])
+    assert [n for n, _ in names(up)] == ["k.zip/chest_xray/test/NORMAL/b.jpeg",
+                                         "k.zip/chest_xray/test/PNEUMONIA/c.jpeg"]
+    assert "test/ split" in problems(up)["k.zip/chest_xray/train/NORMAL/a.jpeg"]
+
+
+def test_manifest_with_loose_images_and_zipped_images():
+    manifest = (b"path,label,patient_id\nimgs/a.png,NORMAL,P1\nb.png,1,P2\n"
+                b"missing.png,0,P3\n../../etc/passwd,1,P4\nc.png,maybe,P5\n")
+    up = labelled_films([("list.csv", manifest), ("imgs.zip", make_zip({
+        "imgs/a.png": b"a", "b.png": b"b", "c.png": b"c", "extra.png": b"e"}))])
+    assert up.layout == "CSV manifest"
+    assert names(up) == [("imgs.zip/b.png", 1), ("imgs.zip/imgs/a.png", 0)]
+    assert {f.patient_id for f in up.films} == {"P1", "P2"}
+    found = problems(up)
+    assert "not in the upload" in found["missing.png"]
+    assert "not in the upload" in found["../../etc/passwd"]  # never resolved outside
+    assert "not 0/1" in next(v for k, v in found.items() if "line 6" in k)
+    assert "not listed in the manifest" in found["imgs.zip/extra.png"]
+
+
+def test_rsna_layout():
+    labels = b"patientId,x,Target\nabc,1,0\ndef,2,1\ndef,3,0\n"
+    up = labelled_films([("r.zip", make_zip({
+        "stage_2_train_labels.csv": labels, "stage_2_train_images/abc.dcm": b"d1",
+        "stage_2_train_images/def.dcm": b"d2", "stage_2_train_images/zzz.dcm": b"d3"}))])
+    assert up.layout == "RSNA"
+    assert names(up) == [("r.zip/stage_2_train_images/abc.dcm", 0),
+                         ("r.zip/stage_2_train_images/def.dcm", 1)]
+    assert "no label" in problems(up)["r.zip/stage_2_train_images/zzz.dcm"]
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+def test_path_tricks_links_nested_archives_are_refused_by_name():
+    up = labelled_films([("t.zip", make_zip({
+        "NORMAL/ok.png": b"1", "PNEUMONIA/ok.png": b"2", "../NORMAL/up.png": b"3",
+        "/abs/NORMAL/x.png": b"4", "NORMAL/inner.zip": make_zip({"NORMAL/a.png": b"5"})},
+        links=("NORMAL/link.png",)))])
+    assert [n for n, _ in names(up)] == ["t.zip/NORMAL/ok.png", "t.zip/PNEUMONIA/ok.png"]
+    found = problems(up)
+    assert "outside the archive" in found["t.zip/../NORMAL/up.png"]
+    assert "outside the archive" in found["t.zip//abs/NORMAL/x.png"]
+    assert "links" in found["t.zip/NORMAL/link.png"]
+    assert "archives inside" in found["t.zip/NORMAL/inner.zip"]
+
+
+def test_forged_size_is_refused_when_read(monkeypatch):
+    data = bytearray(make_zip({"NORMAL/a.png": b"\0" * 5_000, "PNEUMONIA/b.png": b"ok"}))
+    # Declare 10 bytes for the 5,000-byte member (local header and central directory).
+    for sig, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        at = data.index(sig) + offset
+        data[at:at + 4] = (10).to_bytes(4, "little")
+    up = labelled_films([("forged.zip", bytes(data))])
+    film = next(f for f in up.films if f.name.endswith("a.png"))
+    with pytest.raises(DataError, match="declares|could not be extracted"):
+        film.source()
+
+
+def test_limits_give_clear_errors(monkeypatch):
+    from pneumo import uploads
+
+    entries = {f"NORMAL/{i}.png": b"x" for i in range(6)}
+    with pytest.raises(DataError, match="at most 5"):
+        labelled_films([("many.zip", make_zip(entries))], max_films=5)
+    monkeypatch.setattr(uploads, "MAX_TOTAL_BYTES", 1_000)
+    with pytest.raises(DataError, match="over the"):
+        labelled_films([("big.zip", make_zip({"NORMAL/a.png": b"\0" * 5_000}))])
+    with pytest.raises(DataError, match="no labelled films"):
+        labelled_films([("none.zip", make_zip({"a.png": b"1"}))])
+    with pytest.raises(DataError, match="not a readable ZIP|no labelled films"):
+        labelled_films([("fake.zip", b"PK\x03\x04junk")])
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+class StubResult:
+    def __init__(self, probability: float, assessed: bool, threshold: float = 0.5):
+        self.probability, self.threshold = probability, threshold
+        self.in_population = self.assessed = assessed
+        self.ood_score = 0.5 if assessed else 3.0
+        self.population_reasons = [] if assessed else ["unlike the training films"]
+        self.reasons = list(self.population_reasons)
+        self.label = ("PNEUMONIA" if probability >= threshold else "NORMAL") if assessed \
+            else "NOT ASSESSED"
+
+
+class StubPredictor:
+    """predict_batch over bytes b"<probability>" (b"bad" is unreadable, b"ood:" flagged)."""
+
+    name, directory, threshold = "stub", "/stub", 0.5
+
+    def __init__(self):
+        self.calls = []
+
+    def predict_batch(self, sources, cam="none", batch_size=32, names=None):
+        self.calls.append(len(sources))
+        out = []
+        for src in sources:
+            if src == b"bad":
+                out.append(ImageError("bad: the file is empty"))
+            elif src.startswith(b"ood:"):
+                out.append(StubResult(float(src[4:]), False))
+            else:
+                out.append(StubResult(float(src), True))
+        return out
+
+
+def stub_films(probs: list[float], labels: list[int]) -> list[Film]:
+    return [Film(f"f{i}.png", y, f"P{i}", lambda p=p: str(p).encode())
+            for i, (p, y) in enumerate(zip(probs, labels))]
+
+
+def test_score_films_keeps_order_counts_gate_and_lists_unreadable():
+    from pneumo.evaluate import evaluate_films
+
+    rng = np.random.default_rng(0)
+    labels = list(rng.integers(0, 2, 70))
+    probs = [float(np.clip(0.3 + 0.4 * y + rng.normal(0, 0.2), 0.01, 0.99)) for y in labels]
+    films = stub_films(probs, labels)
+    films.append(Film("broken.png", 1, "PX", lambda: b"bad"))
+    films.append(Film("photo.png", 0, "PY", lambda: b"ood:0.97"))
+    seen = []
+    stub = StubPredictor()
+    ev = evaluate_films(stub, films, name="set", source="set.zip", layout="class folders",
+                        bootstrap=200, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (72, 72) and max(stub.calls) <= 32  # chunked
+    assert [p.name for p in ev.problems] == ["broken.png"]
+    assert ev.n == 71 and ev.metrics["n_not_assessed"] == 1
+    expected = roc_auc_score(labels + [0], probs + [0.97])
+    assert ev.metrics["auc"] == pytest.approx(expected, abs=1e-12)
+    assert not ev.table.set_index("path").loc["photo.png", "assessed"]
+
+
+def test_errors_at_and_results_csv_at_the_live_threshold():
+    from pneumo.evaluate import errors_at, results_csv
+
+    table = pd.DataFrame({"path": ["a", "b", "c", "d", "e"], "patient_id": list("abcde"),
+                          "label": [0, 0, 1, 1, 0], "probability": [0.9, 0.6, 0.2, 0.8, 0.95],
+                          "assessed": [True, True, True, True, False], "ood_score": [0.5] * 5})
+    wrong = errors_at(table, 0.5)
+    assert list(wrong["path"]) == ["e", "a", "c", "b"]  # most confident mistake first
+    assert list(wrong["error"]) == ["false positive", "false positive", "false negative",
+                                    "false positive"]
+    assert list(errors_at(table, 0.92)["path"]) == ["c", "d", "e"]
+    csv = pd.read_csv(io.BytesIO(results_csv(table, 0.5)))
+    assert csv.set_index("path").loc["e", "call"] == "NOT ASSESSED"
+    assert list(csv["call"][:4]) == ["PNEUMONIA", "PNEUMONIA", "NORMAL", "PNEUMONIA"]
+
+
+# ----------------------------------------------------------------------------- compare, stats
+
+
+def test_paired_auc_difference_against_independent_computations():
+    from pneumo.stats import delong_test, paired_auc_difference
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300)
+    shared = rng.normal(0, 1, 300)  # film difficulty both models see
+    a = 1.2 * y + shared + rng.normal(0, 0.5, 300)
+    b = 0.6 * y + shared + rng.normal(0, 0.5, 300)
+    out = paired_auc_difference(y, a, b, n_boot=2000)
+    truth = roc_auc_score(y, a) - roc_auc_score(y, b)
+    assert out["auc_difference"] == pytest.approx(truth, abs=1e-12)
+    assert out["ci"][0] < truth < out["ci"][1] and out["ci"][0] > 0
+    # The paired bootstrap's spread agrees with DeLong's standard error (±25%).
+    assert (out["ci"][1] - out["ci"][0]) / 3.92 == pytest.approx(out["delong_se"], rel=0.25)
+    assert out["delong_p"] < 0.01
+    same = delong_test(y, a, a)
+    assert same["difference"] == 0 and same["p_value"] == 1.0
+    with pytest.raises(DataError):
+        paired_auc_difference(np.zeros(10), a[:10], b[:10])
+
+
+def test_compare_tables_disagreements_and_side_by_side():
+    from pneumo.compare import compare_tables, side_by_side
+
+    base = dict(patient_id=list("abcd"), label=[0, 1, 1, 0], assessed=[True] * 4,
+                ood_score=[0.5] * 4)
+    ta = pd.DataFrame({"path": list("abcd"), "probability": [0.2, 0.9, 0.7, 0.6], **base})
+    tb = pd.DataFrame({"path": list("dcba"), "probability": [0.1, 0.3, 0.8, 0.4],
+                       **{k: v[::-1] for k, v in base.items()}})
+    out = compare_tables(ta, tb, 0.5, 0.5, bootstrap=50)
+    dis = out["disagreements"].set_index("path")
+    assert set(dis.index) == {"c", "d"}  # b: c 0.3 vs 0.7; d 0.1 vs 0.6
+    assert dis.loc["c", "right"] == "A" and dis.loc["d", "right"] == "B"
+    assert out["a"]["auc"] == roc_auc_score([0, 1, 1, 0], [0.2, 0.9, 0.7, 0.6])
+    table = side_by_side(out, ("A", "B"))
+    assert table.set_index("metric").loc["threshold", "A"] == "0.5000"
+
+
+def test_wilson_interval_known_values():
+    from pneumo.stats import wilson_interval
+
+    low, high = wilson_interval([0, 5, 10], [10, 10, 10])
+    assert low[0] == 0 and high[0] == pytest.approx(0.2775, abs=1e-3)
+    assert (low[1], high[1]) == pytest.approx((0.2366, 0.7634), abs=1e-3)
+    assert np.isnan(wilson_interval([0], [0])[0][0])
+
+
+# ----------------------------------------------------------------------------- verdict, report
+
+
+def test_verdict_wording_and_record():
+    from pneumo import verdict
+
+    flagged = StubResult(0.997, False)
+    flagged.to_dict = lambda: {"probability": 0.997, "label": "NOT ASSESSED"}
+    assert verdict.display_label(flagged) == verdict.NOT_ASSESSED_LABEL
+    assert verdict.population_reasons(flagged) == ["unlike the training films"]
+    record = verdict.record(flagged)
+    assert record["probability"] is None and record["label"] == "NOT ASSESSED"
+    assert list(record)[:2] == ["assessed", "population_reasons"]  # the warning first
+    assert verdict.record(flagged, show_probability=True)["probability"] == 0.997
+    ok = StubResult(0.2, True)
+    assert verdict.display_label(ok) == "NORMAL" and verdict.is_assessed(ok)
+    assert [verdict.format_probability(p) for p in (1.0, 0.99949, 0.0, 0.0004, 0.5)] == [
+        ">99.9%", "99.9%", "<0.1%", "<0.1%", "50.0%"]
+
+
+def test_verdict_falls_back_on_results_without_the_new_fields():
+    from pneumo import verdict
+
+    class Old:  # a PredictionResult before `assessed` / `population_reasons`
+        probability, threshold, label, in_population = 0.9, 0.5, "PNEUMONIA", False
+        reasons = ["This is a colour picture, not a radiograph: the result is not valid.",
+                   "The probability is close to the decision threshold."]
+
+    assert not verdict.is_assessed(Old())
+    assert verdict.population_reasons(Old()) == [Old.reasons[0]]
+    assert verdict.display_label(Old()) == verdict.NOT_ASSESSED_LABEL
+
+
+def test_user_message_drops_decoder_text():
+    from pneumo.verdict import user_message
+
+    text = user_message(ImageError("x.jpg: the JPEG file is truncated or corrupt (image file "
+                                   "is truncated (13 bytes not processed))"))
+    assert "bytes not processed" not in text and text.startswith("x.jpg: the JPEG file")
+    assert "Export" in text
+
+
+def _pdf_text(pdf: bytes) -> str:
+    text = []
+    for chunk in pdf.split(b"stream")[1:]:
+        try:
+            text.append(zlib.decompress(chunk.split(b"endstream")[0].strip(b"\r\n"))
+                        .decode("latin-1"))
+        except zlib.error:
+            pass
+    return " ".join(text)
+
+
+def test_not_valid_report_carries_no_result():
+    import datetime as dt
+
+    from pneumo.report import build_report_pdf, build_report_png
+
+    gray = np.linspace(0, 1, 200 * 300, dtype=np.float32).reshape(200, 300)
+    heat = np.full((200, 300, 3), 200, np.uint8)
+    when = dt.datetime(2026, 11, 25, 16, 40, tzinfo=dt.timezone.utc)
+    kw = dict(probability=0.997, threshold=0.5, model_name="resnet-x", assessed=False,
+              flags=["This is a colour picture, not a radiograph."], analysed_at=when,
+              model_hash="0123456789ab", label="PNEUMONIA")
+    text = _pdf_text(build_report_pdf(gray, heat, **kw))
+    assert "NOT VALID" in text and "colour picture" in text
+    for result_text in ("99.7", ">99.9", "PNEUMONIA", "NORMAL", "Result:", "Heatmap"):
+        assert result_text not in text, result_text
+    assert "2026-11-25 16:40" in text and "0123456789ab" in text
+    valid = _pdf_text(build_report_pdf(gray, heat, **{**kw, "assessed": True}))
+    assert ">99.9%" not in valid and "99.7%" in valid and "Result: PNEUMONIA" in valid
+    png_valid = build_report_png(gray, heat, **{**kw, "assessed": True})
+    png_invalid = build_report_png(gray, heat, **kw)
+    assert len(png_invalid) < len(png_valid)  # no heatmap panel, no bar
+
+
+def test_heatmap_outside_lungs_note():
+    from pneumo.heatcheck import hottest_outside_lungs
+
+    yy, xx = np.mgrid[0:200, 0:200] / 200
+    lung = np.exp(-((xx - 0.3) ** 2 + (yy - 0.5) ** 2) / 0.01)
+    marker = np.exp(-((xx - 0.05) ** 2 + (yy - 0.05) ** 2) / 0.002)  # "A-P R" corner
+    assert not hottest_outside_lungs(lung)
+    assert hottest_outside_lungs(marker)
+    assert not hottest_outside_lungs(np.zeros((50, 50)))
+    assert not hottest_outside_lungs(None)
