@@ -27,10 +27,13 @@ def main() -> None:
     with c2:
         # The default prevalence is that of the films shown, and says so: it is rarely the
         # prevalence where the model is used.
+        key = f"prevalence::{bundle.path}"
+        if st.session_state.get(f"{key}::view") != view.name:  # new films: their prevalence
+            st.session_state[key] = round(float(y.mean()), 3)
+            st.session_state[f"{key}::view"] = view.name
         prevalence = st.number_input(
             f"Prevalence in your setting (default: {view.name}'s)", 0.001, 0.999,
-            value=round(float(y.mean()), 3), step=0.01, format="%.3f",
-            key=f"prevalence::{bundle.path}::{view.name}",
+            step=0.01, format="%.3f", key=key,
             help=f"PPV and NPV depend on how common pneumonia is where the model is used; "
                  f"the default, {y.mean():.3f}, is the share of pneumonia among the {view.n} "
                  f"films of {view.name}.")

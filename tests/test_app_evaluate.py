@@ -1,0 +1,225 @@
+"""The Evaluate and Compare pages and the no-verdict rule, driven with AppTest on a real
+(tiny, trained by the conftest fixture) bundle, checked against the CLI on the same films.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "streamlit_app.py")
+TIMEOUT = 300
+
+
+def zip_folder(root: Path, extra: dict[str, bytes] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                archive.write(path, f"films/{path.relative_to(root).as_posix()}")
+        for name, data in (extra or {}).items():
+            archive.writestr(name, data)
+    return buf.getvalue()
+
+
+def colour_photo() -> bytes:
+    rgb = np.zeros((240, 240, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1] = 220, np.linspace(0, 255, 240, dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def pneumo_cli(*args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-m", "pneumo", *map(str, args)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def serve(monkeypatch):
+    monkeypatch.delenv("PNEUMO_SAMPLES_DIR", raising=False)
+
+    def make(models: Path) -> AppTest:
+        monkeypatch.setenv("PNEUMO_MODELS_DIR", str(models))
+        return AppTest.from_file(APP, default_timeout=TIMEOUT)
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def two_bundles(tiny_bundle, tmp_path_factory) -> Path:
+    """A models folder with `a` (the tiny bundle) and `b` (the same model, threshold 0.0:
+    it calls every film PNEUMONIA, so the two disagree on the films A calls NORMAL)."""
+    root = tmp_path_factory.mktemp("two")
+    shutil.copytree(tiny_bundle, root / "a")
+    shutil.copytree(tiny_bundle, root / "b")
+    manifest = json.loads((root / "b" / "manifest.json").read_text())
+    manifest.update(threshold=0.0, name="tiny-b")
+    (root / "b" / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def problems(at: AppTest) -> list:
+    return [e.value for e in at.exception] + [e.value for e in at.error]
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def upload_for_evaluation(at: AppTest, synthetic_data: Path) -> None:
+    archive = zip_folder(synthetic_data, {"films/NORMAL/broken.png": b"\x89PNG\r\n\x1a\nbad",
+                                          "films/readme.txt": b"notes",
+                                          "../escape/NORMAL/x.png": b"x"})
+    at.switch_page("app/evaluate.py").run()
+    at.file_uploader(key="eval_upload").set_value(
+        [("films.zip", archive, "application/zip")]).run()
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_page_equals_cli_and_feeds_metric_pages(serve, tiny_bundle, synthetic_data):
+    at = serve(tiny_bundle).run()
+    upload_for_evaluation(at, synthetic_data)
+    assert not problems(at)
+    cli = pneumo_cli("evaluate", "--model", tiny_bundle, "--data", synthetic_data,
+                     "--bootstrap", "200")
+    assert cli.returncode == 0, cli.stderr
+    figures = json.loads(cli.stdout.strip().splitlines()[-1])
+    # The figures the page shows are those of the CLI on the same films.
+    assert float(metric(at, "ROC AUC")) == pytest.approx(figures["auc"], abs=1e-3)
+    for key in ("Sensitivity", "Specificity", "Accuracy"):
+        assert float(metric(at, key)) == pytest.approx(figures[key.lower()], abs=1e-3)
+    ev = next(iter(at.session_state["evaluations"].values()))
+    assert ev.n == figures["n"] == 48
+    assert abs(ev.metrics["auc"] - figures["auc"]) < 1e-3
+    # Every file that was not scored is listed by name with its reason.
+    listed = {p.name for p in ev.problems}
+    assert {"films.zip/films/NORMAL/broken.png", "films.zip/films/readme.txt",
+            "films.zip/../escape/NORMAL/x.png"} <= listed
+    assert any("3 file(s) were not scored" in w.value for w in at.warning)
+    assert "48 films of **films.zip**" in " ".join(c.value for c in at.caption)
+    assert [b.label for b in at.download_button] == ["Download per-film results (CSV)"]
+    # The set is now a choice on the metric pages, with its n named.
+    for page in ("app/confusion.py", "app/curves.py", "app/calibration.py"):
+        at.switch_page(page).run()
+        assert not problems(at), page
+        picker = at.selectbox(key=f"dataset::{Path(page).stem}")
+        assert len(picker.options) == 2 and "films.zip" in picker.options[1]
+        assert "48 films of **films.zip**" in " ".join(c.value for c in at.caption), page
+        picker.select("internal").run()
+        assert "held-out test films" in " ".join(c.value for c in at.caption), page
+        picker.select(next(iter(at.session_state["evaluations"]))).run()
+
+
+def test_error_gallery_follows_the_live_threshold(serve, tiny_bundle, synthetic_data):
+    at = serve(tiny_bundle).run()
+    upload_for_evaluation(at, synthetic_data)
+    at.slider(key=f"threshold::evaluate::{tiny_bundle}").set_value(0.0).run()
+    assert not problems(at)
+    # At threshold 0 every normal film is a false positive: 24 of them, 8 shown per page.
+    assert any("24 false positives" in c.value for c in at.caption)
+    shown = [c for img in at.image for c in img.captions]
+    assert len(shown) == 8 and all(c.startswith("false positive") for c in shown)
+    at.radio(key="gallery_kind").set_value("false negatives").run()
+    assert not [c for img in at.image for c in img.captions]
+    # The exploratory threshold resets to the bundle's own.
+    at.button(key="reset::evaluate").click().run()
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert at.slider(key=f"threshold::evaluate::{tiny_bundle}").value == pytest.approx(
+        manifest["threshold"])
+
+
+def test_evaluate_upload_without_labels_explains(serve, tiny_bundle):
+    at = serve(tiny_bundle).run()
+    at.switch_page("app/evaluate.py").run()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr("loose/a.png", b"x")
+    at.file_uploader(key="eval_upload").set_value([("x.zip", buf.getvalue(),
+                                                    "application/zip")]).run()
+    assert not at.exception
+    assert any("NORMAL/ and PNEUMONIA/" in e.value for e in at.error)
+
+
+# ----------------------------------------------------------------------------- compare
+
+
+def test_compare_page_matches_cli(serve, two_bundles, synthetic_data):
+    at = serve(two_bundles).run()
+    at.switch_page("app/compare.py").run()
+    assert at.selectbox(key="compare_b").options == ["b"]
+    at.file_uploader(key="compare_upload").set_value(
+        [("films.zip", zip_folder(synthetic_data), "application/zip")]).run()
+    assert not problems(at)
+    cli = pneumo_cli("compare", "--model", two_bundles / "a", "--model", two_bundles / "b",
+                     "--data", synthetic_data, "--bootstrap", "200")
+    assert cli.returncode == 0, cli.stderr
+    result = json.loads(cli.stdout)
+    assert result["auc_difference"]["auc_difference"] == 0  # one model, two thresholds
+    assert metric(at, "AUC difference (A − B)") == "+0.0000"
+    heading = next(s.value for s in at.subheader if s.value.startswith("Films where"))
+    assert heading == f"Films where they disagree ({result['n_disagree']} of 48)"
+    assert result["n_disagree"] == result["a"]["confusion_matrix"][0][0] + \
+        result["a"]["confusion_matrix"][1][0]  # every film A calls NORMAL
+    side = at.dataframe[0].value.set_index("metric")
+    assert side.loc["threshold"].tolist()[1] == "0.0000"
+    assert at.get("plotly_chart")  # the overlaid ROC curves
+
+
+def test_compare_needs_two_bundles(serve, tiny_bundle):
+    at = serve(tiny_bundle).run()
+    at.switch_page("app/compare.py").run()
+    assert not at.exception
+    assert any("add a second one" in i.value for i in at.info)
+
+
+# ----------------------------------------------------------------------------- no verdict
+
+
+def test_no_surface_shows_a_class_label_for_a_flagged_image(serve, tiny_bundle, tmp_path):
+    """A colour photo is flagged by the gate whatever the model: no NORMAL/PNEUMONIA on the
+    Predict page, in the Batch table or from the CLI; its probability only on request."""
+    photo = colour_photo()
+    at = serve(tiny_bundle).run()
+    at.switch_page("app/predict.py").run()
+    at.file_uploader(key="predict_upload").set_value(("photo.png", photo, "image/png")).run()
+    assert not at.exception
+    assert any("Not assessed (outside the model's population)" in e.value for e in at.error)
+    assert "Pneumonia probability" not in [m.label for m in at.metric]
+    main = str(at.main)
+    assert "PNEUMONIA" not in main and "NORMAL" not in main
+    assert not at.get("plotly_chart")  # no gauge
+    assert any("NOT VALID" in c.value for c in at.caption)  # its report is marked so
+
+    at.switch_page("app/batch.py").run()
+    at.file_uploader(key="batch_upload").set_value([("photo.png", photo, "image/png")]).run()
+    table = at.dataframe[0].value
+    row = table.iloc[0]
+    assert row["result"] == "Not assessed"
+    assert row["probability"] is None or np.isnan(row["probability"])
+    assert "colour picture" in row["flags"]
+    assert metric(at, "Not assessed") == "1"
+
+    (tmp_path / "photo.png").write_bytes(photo)
+    cli = pneumo_cli("predict", "--model", tiny_bundle, "--cam", "none", tmp_path / "photo.png")
+    line = json.loads(cli.stdout)
+    assert line["label"] == "NOT ASSESSED" and line["probability"] is None
+    assert not line["assessed"] and line["population_reasons"]
+    shown = pneumo_cli("predict", "--model", tiny_bundle, "--cam", "none", "--show-unassessed",
+                       tmp_path / "photo.png")
+    assert 0 <= json.loads(shown.stdout)["probability"] <= 1
