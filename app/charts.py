@@ -96,12 +96,21 @@ def pr_figure(pr: pd.DataFrame, threshold: float, recall: float, precision: floa
     return fig
 
 
-def training_figure(history: pd.DataFrame, metric: str) -> go.Figure:
-    """Train vs validation `metric` per epoch, epochs numbered across stages, stages marked."""
+METRIC_TITLES = {"loss": "loss (binary cross-entropy)", "accuracy": "accuracy",
+                 "auc": "ROC AUC"}
+
+
+def training_figure(history: pd.DataFrame, metric: str, val_name: str = "validation",
+                    best: dict[str, int] | None = None) -> go.Figure:
+    """Train vs validation `metric` per epoch, epochs numbered across stages, stages marked.
+
+    `val_name` names the validation split (with its n); `best` maps a stage to the epoch whose
+    weights were restored at its end, marked with a star on the validation curve.
+    """
     h = history.reset_index(drop=True)
     x = np.arange(1, len(h) + 1)
     fig = go.Figure()
-    for col, name, colour in ((metric, "train", BLUE), (f"val_{metric}", "validation", RED)):
+    for col, name, colour in ((metric, "train", BLUE), (f"val_{metric}", val_name, RED)):
         if col in h:
             fig.add_scatter(x=x, y=h[col], mode="lines+markers", name=name,
                             line=dict(color=colour), customdata=h.get("stage"),
@@ -114,7 +123,20 @@ def training_figure(history: pd.DataFrame, metric: str) -> go.Figure:
                 fig.add_vline(x=i + 0.5, line=dict(dash="dot", color=GREY))
             fig.add_annotation(x=i + 1, y=1.0, yref="paper", text=str(h["stage"][i]),
                                showarrow=False, xanchor="left", yanchor="bottom")
-    fig.update_layout(title=metric, xaxis_title="epoch (all stages)", height=340,
+        xs = []  # 1-based positions of the restored epochs
+        for stage, epoch in (best or {}).items() if "epoch" in h else ():
+            rows = h.index[(h["stage"] == stage) & (h["epoch"] == epoch)]
+            if len(rows) and f"val_{metric}" in h:
+                xs.append(int(rows[0]) + 1)
+        if xs:
+            fig.add_scatter(x=xs, y=h[f"val_{metric}"].iloc[[m - 1 for m in xs]],
+                            mode="markers", name="restored best epoch",
+                            marker=dict(symbol="star", size=15, color="gold",
+                                        line=dict(color="black", width=1)),
+                            hovertemplate="restored at the end of its stage: epoch %{x}"
+                                          "<extra></extra>")
+    fig.update_layout(title=METRIC_TITLES.get(metric, metric), xaxis_title="epoch (all stages)",
+                      yaxis_title=METRIC_TITLES.get(metric, metric), height=360,
                       margin=dict(l=10, r=10, t=60, b=10),
                       legend=dict(orientation="h", x=1, xanchor="right", y=1.2, yanchor="bottom"))
     fig.update_xaxes(tickformat="d", dtick=max(1, len(h) // 10))

@@ -115,7 +115,8 @@ def _show(done: dict) -> None:
         cols[1].metric("95% CI (paired bootstrap)", f"{diff['ci'][0]:+.4f} to "
                        f"{diff['ci'][1]:+.4f}")
         p_value = diff["delong_p"]
-        st.caption(f"DeLong's test of equal AUCs: p = {p_value:.3g}" if p_value == p_value
+        shown = "p < 0.001" if p_value < 0.001 else f"p = {p_value:.3g}"
+        st.caption(f"DeLong's test of equal AUCs: {shown}." if diff["delong_se"] > 0
                    else "DeLong's test: the two models rank the films identically.")
     st.dataframe(side_by_side(result, names), hide_index=True, width="stretch")
     scores = result["scores"]

@@ -42,6 +42,7 @@ def build_model_card(manifest: dict[str, Any], metrics: dict[str, Any]) -> str:
     test = metrics.get("test") or manifest.get("headline") or {}
     sel = manifest.get("threshold_selection") or {}
     lines = [
+        f"# Model card: {name}",
         f"**{name}** · created {manifest.get('created', '?')} · "
         f"pneumo {manifest.get('pneumo_version', '?')} "
         f"· backbone {manifest.get('backbone', '?')} at {manifest.get('image_size', '?')} px",
@@ -77,15 +78,53 @@ def build_model_card(manifest: dict[str, Any], metrics: dict[str, Any]) -> str:
     return "\n\n".join(lines)
 
 
+def split_title(card: str, default: str) -> tuple[str, str]:
+    """(title, body): the card's own leading "# ..." heading becomes the page's one title."""
+    lines = card.lstrip().splitlines()
+    if lines and lines[0].startswith("# "):
+        return lines[0][2:].strip(), "\n".join(lines[1:]).lstrip()
+    return default, card
+
+
+def gate_catch_lines(metrics: dict[str, Any]) -> list[str]:
+    """The gate's catch rate on out-of-population sets, when the bundle's metrics.json has it
+    (`gate_catch_rate`: {set: rate} or {set: {"images": n, "flagged": k}})."""
+    rates = metrics.get("gate_catch_rate") or (metrics.get("gate") or {}).get("catch_rate") or {}
+    lines = []
+    for name, value in rates.items():
+        if isinstance(value, dict) and value.get("images"):
+            lines.append(f"| {name} | {value.get('flagged', '?')} / {value['images']} | "
+                         f"{100 * value.get('flagged', 0) / value['images']:.1f}% |")
+        elif isinstance(value, (int, float)):
+            lines.append(f"| {name} | | {100 * float(value):.1f}% |")
+    return lines
+
+
 def main() -> None:
     bundle = state.require_bundle()
-    st.title("Model card")
     card = bundle.text("MODEL_CARD.md")
-    if card is None:
+    built = card is None
+    if built:
         card = build_model_card(bundle.manifest, bundle.metrics())
+    title, body = split_title(card, f"Model card: {bundle.name}")
+    st.title(title)
+    if built:
         st.caption("Built from the bundle's manifest.json and metrics.json "
                    "(the bundle has no MODEL_CARD.md).")
-    st.markdown(card)
+    st.markdown(body)
+    catch = gate_catch_lines(bundle.metrics())
+    st.subheader("Out-of-population gate: what it catches")
+    if catch:
+        st.markdown("| set (outside the population) | flagged | catch rate |\n|---|---|---|\n"
+                    + "\n".join(catch))
+    else:
+        st.caption("This bundle's metrics.json does not report the gate's catch rate on "
+                   "out-of-population sets; `python scripts/gate_report.py --model "
+                   f"{bundle.path}` measures it.")
+    rate = bundle.metrics().get("gate_flag_rate") or {}
+    if rate:
+        st.caption("In-population films it flags (false alarms): " + ", ".join(
+            f"{100 * float(v):.1f}% of {k}" for k, v in rate.items()) + ".")
 
 
 if __name__ == "__main__":

@@ -30,10 +30,15 @@ def shrink(arr: np.ndarray) -> np.ndarray:
     return cv2.resize(arr, size, interpolation=cv2.INTER_AREA)
 
 
-def _probability_metric(result, label: str = "Pneumonia probability") -> None:
+def _probability_metric(result, label: str = "Pneumonia probability",
+                        valid: bool = True) -> None:
+    value = verdict.format_probability(result.probability)
+    if not valid:  # no arrow, no colour, no side of the threshold: nothing that reads as a call
+        st.metric(label, value)
+        return
     above = result.probability >= result.threshold
     # The arrow follows the words: up above the threshold (red), down below it (green).
-    st.metric(label, verdict.format_probability(result.probability),
+    st.metric(label, value,
               f"{'above' if above else 'below'} the {result.threshold:.1%} threshold",
               delta_color="inverse", delta_arrow="up" if above else "down")
 
@@ -65,7 +70,7 @@ def _not_assessed(result) -> bool:
     if show:
         st.caption(":red[Score of an image the model cannot judge — **not valid**, not a "
                    "result.]")
-        _probability_metric(result, "Score (not valid)")
+        _probability_metric(result, "Score (not valid)", valid=False)
     return show
 
 

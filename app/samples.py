@@ -1,7 +1,8 @@
 """Sample images for users without an X-ray at hand (never shipped: found on this machine).
 
-Two sources: a folder the user names (text input or $PNEUMO_SAMPLES_DIR), and the bundle's
-held-out test images listed in its predictions.csv whose paths exist here.
+Two sources: the folder the operator names in $PNEUMO_SAMPLES_DIR (off when unset; visitors
+cannot name a folder, and files are confined to that folder: a link out of it is skipped), and
+the bundle's held-out test images listed in its predictions.csv whose paths exist here.
 """
 
 from __future__ import annotations
@@ -25,16 +26,20 @@ def env_folder() -> str:
 
 
 def folder_images(folder: str | Path, limit: int = LIMIT) -> list[Path]:
-    """Image files in `folder` and its subfolders (sorted, at most `limit`)."""
+    """Image files in `folder` and its subfolders (sorted, at most `limit`), never outside it:
+    a file whose real path leaves the folder (a symbolic link) is skipped."""
     root = Path(folder).expanduser()
     if not root.is_dir():
         return []
+    real_root = root.resolve()
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
         for name in sorted(filenames):
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
-                found.append(Path(dirpath) / name)
+            path = Path(dirpath) / name
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".") \
+                    and path.resolve().is_relative_to(real_root):
+                found.append(path)
                 if len(found) >= limit:
                     return found
     return found
@@ -67,18 +72,16 @@ def test_images(predictions: pd.DataFrame | None, bundle_dir: Path,
 
 def picker(bundle) -> tuple[bytes, str] | None:
     """Widgets to choose a sample; returns (bytes, file name) or None (and says why)."""
-    folder = st.text_input("Folder of sample images (optional)", value=env_folder(),
-                           help="Any folder of PNG/JPEG/DICOM files on the server. "
-                                "Defaults to $PNEUMO_SAMPLES_DIR.")
+    folder = env_folder()  # set by the operator only: visitors cannot point at server folders
     options = {f"folder · {p.parent.name}/{p.name}": p
                for p in (folder_images(folder) if folder else [])}
     if folder and not options:
-        st.warning(f"No images found in `{folder}`.")
+        st.warning("The sample folder set by the operator holds no images.")
     for path, label in test_images(bundle.table("predictions.csv"), bundle.path):
         options[f"test set · truly {CLASSES[label]} · {path.name}"] = path
     if not options:
-        st.info("No sample images on this server: name a folder above, or set "
-                "PNEUMO_SAMPLES_DIR. The bundle's test images are not on this machine.")
+        st.info("No sample images on this server: the operator can set PNEUMO_SAMPLES_DIR "
+                "to a folder of films. The bundle's test images are not on this machine.")
         return None
     choice = st.selectbox("Sample image", list(options), key="sample_choice")
     path = options[choice]

@@ -1,9 +1,34 @@
 """Training curves: loss, accuracy and AUC per epoch, train vs validation, stages marked."""
 
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
 from app import charts, state
+
+
+def val_name(manifest: dict[str, Any]) -> str:
+    """The validation split with its n, from the manifest (or plainly "validation")."""
+    counts = ((manifest.get("training_data") or {}).get("counts") or {}).get("val") or {}
+    if not counts.get("images"):
+        return "validation"
+    return (f"validation ({counts['images']} films, {counts.get('patients', '?')} patients)")
+
+
+def time_breakdown(timing: dict[str, Any]) -> pd.DataFrame:
+    """Where the training time went: decode, feature cache, each stage, the rest."""
+    rows = [("decode the images", timing.get("decode_seconds")),
+            ("feature cache (frozen layers, once)", timing.get("cache_seconds"))]
+    rows += [(f"stage {s.get('name', '?')}", s.get("seconds")) for s in timing.get("stages", [])]
+    known = sum(float(v) for _, v in rows if isinstance(v, (int, float)))
+    total = timing.get("total_seconds")
+    if isinstance(total, (int, float)) and total - known > 1:
+        rows.append(("other (splitting, set-up)", total - known))
+    table = pd.DataFrame([(step, float(v)) for step, v in rows if isinstance(v, (int, float))],
+                         columns=["step", "seconds"])
+    table["minutes"] = (table["seconds"] / 60).round(1)
+    return table
 
 
 def main() -> None:
@@ -13,22 +38,30 @@ def main() -> None:
     if history is None or history.empty:
         st.info(f"Bundle {bundle.name} has no history.csv.")
         return
+    timing = (bundle.metrics().get("timing") or bundle.manifest.get("timing") or {})
+    best = {s["name"]: int(s["best_epoch"]) for s in timing.get("stages", [])
+            if isinstance(s.get("best_epoch"), (int, float)) and s.get("name")}
     stages = history["stage"].unique().tolist() if "stage" in history else []
+    validation = val_name(bundle.manifest)
     st.caption(f"{len(history)} epochs of model **{bundle.name}**"
                + (f" over {len(stages)} stages ({', '.join(map(str, stages))}); dotted lines "
-                  "mark where a stage starts." if stages else "."))
+                  "mark where a stage starts" if stages else "")
+               + f". Validation curves: the {validation} split, patients never trained on."
+               + (" ★ marks the epoch whose weights were restored at the end of each stage."
+                  if best else ""))
     metrics = [m for m in ("loss", "accuracy", "auc") if m in history or f"val_{m}" in history]
-    cols = st.columns(len(metrics) or 1)
-    for col, metric in zip(cols, metrics):
-        col.plotly_chart(charts.training_figure(history, metric), width="stretch",
-                         key=f"history_{metric}")
-    timing = (bundle.metrics().get("timing") or bundle.manifest.get("timing") or {})
-    if timing.get("stages"):
-        st.subheader("Stages")
-        table = pd.DataFrame(timing["stages"])
+    for metric in metrics:
+        st.plotly_chart(charts.training_figure(history, metric, validation, best),
+                        width="stretch", key=f"history_{metric}")
+    if timing.get("stages") or timing.get("total_seconds") is not None:
+        st.subheader("Where the time went")
+        table = time_breakdown(timing)
         st.dataframe(table, hide_index=True, width="content")
-    if timing.get("total_seconds") is not None:
-        st.caption(f"Total training time {float(timing['total_seconds']) / 60:.1f} min.")
+        total = timing.get("total_seconds")
+        if total is not None:
+            st.caption(f"Total training time {float(total) / 60:.1f} min, as recorded in the "
+                       "bundle's metrics.json. Writing the bundle afterwards (gate, "
+                       "calibration, export) is not included.")
     with st.expander("history.csv"):
         st.dataframe(history, hide_index=True)
 

@@ -224,7 +224,8 @@ def test_model_card_prefers_bundle_file(serve, tmp_path):
     (bundle / "MODEL_CARD.md").write_text("# Card written by hand\n\nIntended use: testing.\n")
     at = serve(bundle).run()
     at.switch_page("app/model_card.py").run()
-    assert "Card written by hand" in " ".join(m.value for m in at.markdown)
+    assert [t.value for t in at.title] == ["Card written by hand"]  # one title, the card's
+    assert "Intended use: testing." in " ".join(m.value for m in at.markdown)
 
 
 def test_built_model_card_has_required_sections(serve, fake_bundle):
@@ -375,10 +376,27 @@ def test_try_a_sample_from_folder(serve, real_bundle, tmp_path, monkeypatch):
 
     held_out = test_images(pd.read_csv(real_bundle / "predictions.csv"), real_bundle)
     assert any(o.startswith("test set") for o in options) == bool(held_out)
+    assert not at.text_input  # visitors cannot name a server folder
     at.selectbox(key="sample_choice").select(
         next(o for o in at.selectbox(key="sample_choice").options if "film.png" in o)).run()
     assert not at.exception  # (a synthetic film is flagged out of population: fine)
     shown_verdict(at)
+
+
+def test_sample_folder_is_off_by_default_and_confined(serve, fake_bundle, tmp_path):
+    from app.samples import folder_images
+
+    at = serve(fake_bundle.parent).run()
+    at.switch_page("app/predict.py").run()
+    at.radio(key="predict_source").set_value("Try a sample").run()
+    assert not at.exception and not at.text_input
+    assert any("PNEUMO_SAMPLES_DIR" in i.value for i in at.info)
+
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples" / "film.png").write_bytes(xray_png())
+    (tmp_path / "secret.png").write_bytes(xray_png(seed=5))
+    (tmp_path / "samples" / "link.png").symlink_to(tmp_path / "secret.png")
+    assert [p.name for p in folder_images(tmp_path / "samples")] == ["film.png"]
 
 
 # ----------------------------------------------------------------------------- render_prediction
