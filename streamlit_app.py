@@ -12,6 +12,21 @@ import streamlit as st
 from app import state
 
 HERE = Path(__file__).resolve().parent
+FAVICON = HERE / "app" / "favicon.png"  # shipped: offline hospital networks cannot fetch one
+# On a phone Streamlit stacks every column; rows of metrics stay side by side (pairs read as
+# pairs), and charts may not overflow the screen.
+PHONE_CSS = """<style>
+@media (max-width: 640px) {
+  [data-testid="stHorizontalBlock"]:has([data-testid="stMetric"]):not(
+      :has([data-testid="stHorizontalBlock"])) {
+    flex-wrap: nowrap !important; gap: 0.75rem !important; }
+  [data-testid="stHorizontalBlock"]:has([data-testid="stMetric"]):not(
+      :has([data-testid="stHorizontalBlock"])) > [data-testid="stColumn"] {
+    min-width: 0 !important; flex: 1 1 0 !important; width: auto !important; }
+  [data-testid="stMetricValue"] { font-size: 1.6rem !important; }
+  [data-testid="stPlotlyChart"] { max-width: 100% !important; overflow: hidden; }
+}
+</style>"""
 
 
 def build_navigation():
@@ -39,7 +54,8 @@ def build_navigation():
 
 def main() -> None:
     st.set_page_config(page_title="pneumo · chest X-ray screening aid",
-                       page_icon=":material/pulmonology:", layout="wide")
+                       page_icon=str(FAVICON), layout="wide")
+    st.html(PHONE_CSS)
     current = build_navigation()
     state.sidebar()
     current.run()

@@ -5,13 +5,40 @@ import streamlit as st
 from app import state
 
 
+def headline() -> None:
+    """The current model's held-out figures: first on the page, two by two (fits a phone)."""
+    path = state.selected_path()
+    if path is None:
+        st.warning(f"No model bundle found under `{state.models_root()}`: train one "
+                   "(`python -m pneumo train --data … --out models/default`) or set "
+                   "`PNEUMO_MODELS_DIR`, then reload.")
+        return
+    try:
+        bundle = state.load_bundle(path)
+    except state.BundleError as exc:
+        st.error(f"The model bundle could not be loaded: {exc}")
+        return
+    head = bundle.manifest.get("headline") or {}
+    n = ((bundle.manifest.get("training_data") or {}).get("counts") or {}).get("test") or {}
+    keys = ("auc", "sensitivity", "specificity", "accuracy")
+    for row in (keys[:2], keys[2:]):
+        cols = st.columns(2)
+        for col, key in zip(cols, row):
+            col.metric(key.upper() if key == "auc" else key.capitalize(),
+                       state.fmt(head.get(key)))
+    films = (f"{n['images']} held-out test films of {n.get('patients', '?')} patients "
+             if n.get("images") else "the bundle's held-out test patients ")
+    st.caption(f"Model **{bundle.name}**, measured on {films}(never seen in training; same "
+               "hospital). On your own films it may do worse: check it on the **Evaluate on "
+               "your films** page. Choose another model in the sidebar.")
+
+
 def main() -> None:
     st.title("pneumo — pneumonia screening aid for chest X-rays")
     st.markdown(
-        "A ResNet-50 that scores **paediatric (1–5 years) frontal chest X-rays** for pneumonia "
-        "and shows, with a heatmap, which regions drove the score. It is a research **screening "
-        "aid, not a diagnosis**: every result needs a clinician's review.")
-
+        "Scores **paediatric (1–5 years) frontal chest X-rays** for pneumonia and shows which "
+        "regions drove the score. A research **screening aid, not a diagnosis**.")
+    headline()
     cols = st.columns(3)
     with cols[0].container(border=True):
         st.subheader(":material/stethoscope: Radiologist / clinician")
@@ -40,22 +67,6 @@ def main() -> None:
                     "where it fails.")
         st.page_link("app/model_card.py", label="Model card", icon=":material/description:")
         st.page_link("app/confusion.py", label="Errors at a glance", icon=":material/grid_view:")
-
-    path = state.selected_path()
-    if path is None:
-        state.require_bundle()  # explains how to get a model, then stops
-    try:
-        bundle = state.load_bundle(path)
-    except state.BundleError as exc:
-        st.error(f"The model bundle could not be loaded: {exc}")
-        return
-    head = bundle.manifest.get("headline") or {}
-    st.subheader(f"Current model: {bundle.name}")
-    metrics = st.columns(4)
-    for col, key in zip(metrics, ("auc", "sensitivity", "specificity", "accuracy")):
-        col.metric(key.upper() if key == "auc" else key.capitalize(), state.fmt(head.get(key)))
-    st.caption("Measured on the bundle's held-out test patients (never seen in training). "
-               "Choose another model in the sidebar.")
 
 
 if __name__ == "__main__":
