@@ -101,7 +101,7 @@ METRIC_TITLES = {"loss": "loss (binary cross-entropy)", "accuracy": "accuracy",
 
 
 def training_figure(history: pd.DataFrame, metric: str, val_name: str = "validation",
-                    best: dict[str, int] | None = None) -> go.Figure:
+                    best: dict[str, int] | None = None, train_name: str = "train") -> go.Figure:
     """Train vs validation `metric` per epoch, epochs numbered across stages, stages marked.
 
     `val_name` names the validation split (with its n); `best` maps a stage to the epoch whose
@@ -110,7 +110,7 @@ def training_figure(history: pd.DataFrame, metric: str, val_name: str = "validat
     h = history.reset_index(drop=True)
     x = np.arange(1, len(h) + 1)
     fig = go.Figure()
-    for col, name, colour in ((metric, "train", BLUE), (f"val_{metric}", val_name, RED)):
+    for col, name, colour in ((metric, train_name, BLUE), (f"val_{metric}", val_name, RED)):
         if col in h:
             fig.add_scatter(x=x, y=h[col], mode="lines+markers", name=name,
                             line=dict(color=colour), customdata=h.get("stage"),

@@ -175,9 +175,17 @@ def _gallery(ev, bundle, threshold: float) -> None:
                      hide_index=True, width="stretch")
 
 
+def calibrate_available() -> bool:
+    """Whether `pneumo.calibrate` (the `pneumo calibrate` command's library) is installed."""
+    try:
+        return importlib.util.find_spec("pneumo.calibrate") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _calibrate_offer(ev, bundle) -> None:
     """Fit a threshold to these films as a *new* bundle (only when `pneumo calibrate` exists)."""
-    if importlib.util.find_spec("pneumo.calibrate") is None:
+    if not calibrate_available():
         return
     with st.expander("Fit a threshold to these films (writes a new bundle)"):
         st.caption("Writes a new bundle beside the active one; the active bundle is never "

@@ -8,12 +8,12 @@ import streamlit as st
 from app import charts, state
 
 
-def val_name(manifest: dict[str, Any]) -> str:
-    """The validation split with its n, from the manifest (or plainly "validation")."""
-    counts = ((manifest.get("training_data") or {}).get("counts") or {}).get("val") or {}
+def split_name(manifest: dict[str, Any], split: str, word: str) -> str:
+    """A split with its n, from the manifest (or plainly `word`)."""
+    counts = ((manifest.get("training_data") or {}).get("counts") or {}).get(split) or {}
     if not counts.get("images"):
-        return "validation"
-    return (f"validation ({counts['images']} films, {counts.get('patients', '?')} patients)")
+        return word
+    return f"{word} ({counts['images']} films, {counts.get('patients', '?')} patients)"
 
 
 def time_breakdown(timing: dict[str, Any]) -> pd.DataFrame:
@@ -42,7 +42,8 @@ def main() -> None:
     best = {s["name"]: int(s["best_epoch"]) for s in timing.get("stages", [])
             if isinstance(s.get("best_epoch"), (int, float)) and s.get("name")}
     stages = history["stage"].unique().tolist() if "stage" in history else []
-    validation = val_name(bundle.manifest)
+    validation = split_name(bundle.manifest, "val", "validation")
+    train = split_name(bundle.manifest, "train", "train")
     st.caption(f"{len(history)} epochs of model **{bundle.name}**"
                + (f" over {len(stages)} stages ({', '.join(map(str, stages))}); dotted lines "
                   "mark where a stage starts" if stages else "")
@@ -51,7 +52,7 @@ def main() -> None:
                   if best else ""))
     metrics = [m for m in ("loss", "accuracy", "auc") if m in history or f"val_{m}" in history]
     for metric in metrics:
-        st.plotly_chart(charts.training_figure(history, metric, validation, best),
+        st.plotly_chart(charts.training_figure(history, metric, validation, best, train),
                         width="stretch", key=f"history_{metric}")
     if timing.get("stages") or timing.get("total_seconds") is not None:
         st.subheader("Where the time went")

@@ -223,3 +223,51 @@ def test_no_surface_shows_a_class_label_for_a_flagged_image(serve, tiny_bundle, 
     shown = pneumo_cli("predict", "--model", tiny_bundle, "--cam", "none", "--show-unassessed",
                        tmp_path / "photo.png")
     assert 0 <= json.loads(shown.stdout)["probability"] <= 1
+
+
+# ----------------------------------------------------------------------------- calibrate offer
+
+
+def test_calibrate_offer_writes_a_new_bundle_never_the_active_one(serve, tiny_bundle,
+                                                                    synthetic_data, tmp_path,
+                                                                    monkeypatch):
+    """With a stand-in `pneumo.calibrate` (the real one arrives with `pneumo calibrate`): the
+    page offers it, hands it every film in class folders and a new folder under the models
+    folder, and the active bundle is untouched."""
+    import importlib.machinery
+    import types
+
+    calls = []
+
+    def calibrate_bundle(model_dir, data, out_dir, policy="sensitivity",
+                         target_sensitivity=0.95):
+        data = Path(data)
+        calls.append({"model": Path(model_dir), "out": Path(out_dir), "policy": policy,
+                      "normal": len(list((data / "NORMAL").iterdir())),
+                      "pneumonia": len(list((data / "PNEUMONIA").iterdir()))})
+        shutil.copytree(model_dir, out_dir)
+        return {"threshold": 0.42, "policy": policy}
+
+    fake = types.ModuleType("pneumo.calibrate")
+    fake.__spec__ = importlib.machinery.ModuleSpec("pneumo.calibrate", None)
+    fake.calibrate_bundle = calibrate_bundle
+    monkeypatch.setitem(sys.modules, "pneumo.calibrate", fake)
+    models = tmp_path / "models"
+    shutil.copytree(tiny_bundle, models / "active")
+    before = {p.name: p.read_bytes() for p in (models / "active").iterdir() if p.is_file()}
+    at = serve(models).run()
+    at.switch_page("app/evaluate.py").run()
+    at.file_uploader(key="eval_upload").set_value(
+        [("films.zip", zip_folder(synthetic_data), "application/zip")]).run()
+    assert any("Fit a threshold" in e.label for e in at.expander)
+    at.text_input(key="cal_name").set_value("active").run()
+    at.button(key="cal_go").click().run()
+    assert not calls and any("choose another name" in e.value for e in at.error)
+    at.text_input(key="cal_name").set_value("recalibrated").run()
+    at.button(key="cal_go").click().run()
+    assert not at.exception, problems(at)
+    assert calls == [{"model": models / "active", "out": models / "recalibrated",
+                      "policy": "sensitivity", "normal": 24, "pneumonia": 24}]
+    assert any("New bundle written" in s.value for s in at.success)
+    after = {p.name: p.read_bytes() for p in (models / "active").iterdir() if p.is_file()}
+    assert after == before
