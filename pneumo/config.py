@@ -37,6 +37,14 @@ class AugmentConfig:
     contrast_limit: float = 0.15
     horizontal_flip: bool = False  # off: the heart sits on the left, flipping makes anatomy wrong
     p: float = 0.9  # probability of the geometric transform
+    # Intensity and texture: new sites differ in exposure, processing and noise more than in
+    # geometry. Each is applied with its probability; 0 turns it off.
+    gamma_p: float = 0.0  # random gamma in [gamma_low, gamma_high] percent
+    gamma_low: float = 70.0
+    gamma_high: float = 150.0
+    clahe_p: float = 0.0  # local contrast equalisation, as some PACS apply
+    blur_p: float = 0.0  # Gaussian blur (softer detectors, downsampled films)
+    noise_p: float = 0.0  # Gaussian noise (quantum mottle)
 
 
 @dataclass

@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 NAN = float("nan")
-THRESHOLD_METHODS = ("sensitivity", "youden")
+THRESHOLD_METHODS = ("sensitivity", "youden", "cost")
 _LOGIT_EPS = 1e-7  # float32 model outputs cannot resolve probabilities closer to 0 or 1
 _BOOT_CHUNK_CELLS = 2_000_000  # resamples x images per vectorised chunk (bounds memory)
 
@@ -351,6 +351,7 @@ def choose_threshold(
     y_prob: Any,
     method: str = "sensitivity",
     sensitivity_target: float = 0.95,
+    cost_ratio: float = 3.0,
 ) -> tuple[float, dict[str, Any]]:
     """Pick an operating threshold on a validation split.
 
@@ -359,7 +360,10 @@ def choose_threshold(
             sensitivity >= sensitivity_target (ties: higher sensitivity); if no threshold
             reaches the target, the lowest threshold reaching the maximum sensitivity.
             "youden" - maximise sensitivity + specificity - 1 (ties: higher sensitivity).
+            "cost" - minimise cost_ratio x missed pneumonias + false alarms on these films
+            (ties: higher sensitivity).
         sensitivity_target: required sensitivity for method "sensitivity", in (0, 1].
+        cost_ratio: for method "cost", what one missed pneumonia costs in false alarms (> 0).
 
     Returns:
         (threshold, info): threshold is an observed probability in [0, 1]; info holds
@@ -375,6 +379,14 @@ def choose_threshold(
     info: dict[str, Any] = {"method": method}
     if method == "youden":
         i = _best_index(tpr + spec - 1.0, tpr, np.ones_like(tpr, dtype=bool))
+    elif method == "cost":
+        ratio = float(cost_ratio)
+        if not (math.isfinite(ratio) and ratio > 0):
+            raise DataError(f"cost_ratio must be a positive number, got {cost_ratio!r}")
+        info["cost_ratio"] = ratio
+        n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
+        cost = ratio * (1.0 - tpr) * n_pos + fpr * n_neg
+        i = _best_index(-cost, tpr, np.ones_like(tpr, dtype=bool))
     else:
         target = _unit_interval(sensitivity_target, "sensitivity_target")
         if target == 0.0:

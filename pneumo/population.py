@@ -1,0 +1,304 @@
+"""The out-of-population gate: may the model judge this image at all?
+
+The classifier knows one population: frontal chest films of children aged 1-5 from one
+hospital. The gate refuses everything else, with a reason a person can act on. It reads the
+pooled output of the last conv4 block, from the same forward pass as the prediction, and the
+decoded image itself:
+
+1. **Image rules** (no model): a colour picture, a blank frame, an image too small or too
+   oddly shaped to be a film, an exposure no radiograph has.
+2. **"Not a chest radiograph like the training films"**: a Mahalanobis distance (Ledoit-Wolf
+   covariance, `pneumo.gate.MahalanobisGate`) to the training films' conv4 features. conv4 and
+   not the fine-tuned conv5 features, because fine-tuning for pneumonia teaches conv5 to ignore
+   exactly what sets other images apart; measured (docs/experiments.md): conv5 let 55% of
+   inverted films and most adult films through, conv4 none of the inverted films.
+3. **"Looks like an adult chest film"**: a logistic regression, training films against adult
+   chest films (outlier exposure), on the same standardised conv4 features. Adult films are the
+   hardest case for (2): they are chest radiographs, and the distance alone caught 70-87%.
+
+Every cut-off is set on in-population films only (the validation split, and a site's own
+films when `pneumo calibrate` refits it): the `percentile`-th percentile of their scores,
+never on the films used to report the flag rates. numpy + scikit-learn: no TensorFlow import.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import BundleError, DataError
+from .gate import MahalanobisGate
+
+__all__ = ["PopulationGate", "Flag", "image_flags", "GATE_LAYER_PREFIX"]
+
+FORMAT_VERSION = 2
+_KIND = "population_gate"
+GATE_LAYER_PREFIX = "conv4_"  # the gate reads the last block of this stage, pooled
+# Image rules. Full-size paediatric films are 0.9-1.8 wide per tall (the 16 official val films:
+# 1.12-1.73); a real film is never under ~150 px on its short side; exposure: mean brightness
+# of a chest film lies far inside (0.06, 0.94).
+MIN_SIDE = 150
+ASPECT_RANGE = (0.5, 2.5)
+EXPOSURE_RANGE = (0.06, 0.94)
+COLOUR_LIMIT = 0.08  # mean chroma above this is a colour picture, not a radiograph
+BLANK_LIMIT = 0.02  # pixel standard deviation below this is a blank frame
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One reason the gate refused an image: a code, plain words, the score and its cut-off."""
+
+    code: str  # adult | not_chest_film | colour | blank | too_small | exposure
+    message: str
+    score: float
+    cutoff: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "score": round(self.score, 4),
+                "cutoff": round(self.cutoff, 4)}
+
+
+def image_flags(pixels: np.ndarray, colourfulness: float) -> list[Flag]:
+    """The rules that need no model, on the decoded grayscale image in [0, 1] (H, W)."""
+    flags = []
+    h, w = pixels.shape[:2]
+    if colourfulness > COLOUR_LIMIT:
+        flags.append(Flag("colour", "This is a colour picture, not a radiograph.",
+                          float(colourfulness), COLOUR_LIMIT))
+    spread = float(np.std(pixels))
+    if spread < BLANK_LIMIT:
+        flags.append(Flag("blank", "The image is almost uniform (blank): there is nothing to "
+                          "assess.", spread, BLANK_LIMIT))
+    if min(h, w) < MIN_SIDE:
+        flags.append(Flag("too_small", f"The image is too small ({w}x{h} px) to be a film: "
+                          "upload the original, not a thumbnail or a crop.", float(min(h, w)),
+                          float(MIN_SIDE)))
+    aspect = w / h
+    if not ASPECT_RANGE[0] <= aspect <= ASPECT_RANGE[1]:
+        flags.append(Flag("too_small", f"The image is cropped or oddly shaped (width/height "
+                          f"{aspect:.2f}): upload the whole film.", aspect,
+                          ASPECT_RANGE[0] if aspect < ASPECT_RANGE[0] else ASPECT_RANGE[1]))
+    mean = float(np.mean(pixels))
+    if not EXPOSURE_RANGE[0] <= mean <= EXPOSURE_RANGE[1]:
+        flags.append(Flag("exposure", f"Unusual exposure (mean brightness {mean:.2f}): the film "
+                          "is almost all black or all white.", mean,
+                          EXPOSURE_RANGE[0] if mean < EXPOSURE_RANGE[0] else EXPOSURE_RANGE[1]))
+    return flags
+
+
+def _as_rows(features: Any, dim: int) -> np.ndarray:
+    arr = np.asarray(features, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise DataError(f"gate features must have {dim} columns, got shape {np.shape(features)}")
+    return arr
+
+
+@dataclass
+class AdultDetector:
+    """Logistic regression, training films (0) against adult films (1), on standardised features."""
+
+    centre: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+    cutoff: float = math.inf
+    n_adult: int = 0
+
+    @classmethod
+    def fit(cls, children: np.ndarray, adults: np.ndarray, c: float = 0.01) -> "AdultDetector":
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
+        x = np.vstack([children, adults])
+        y = np.r_[np.zeros(len(children)), np.ones(len(adults))]
+        scaler = StandardScaler().fit(x)
+        # Balanced: a few dozen adult films against thousands of children must still count.
+        lr = LogisticRegression(C=c, max_iter=5000, class_weight="balanced")
+        lr.fit(scaler.transform(x), y)
+        return cls(scaler.mean_, np.where(scaler.scale_ > 0, scaler.scale_, 1.0), lr.coef_[0],
+                   float(lr.intercept_[0]), n_adult=len(adults))
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """Log-odds of 'adult' per row."""
+        return ((features - self.centre) / self.scale) @ self.coef + self.intercept
+
+
+@dataclass
+class PopulationGate:
+    """Image rules + conv4 Mahalanobis distance + adult detector; see the module docstring."""
+
+    layer: str
+    distance: MahalanobisGate
+    adult: AdultDetector | None = None
+    percentile: float = 99.5
+    n_reference: int = 0
+    cutoff_source: list[str] = field(default_factory=list)
+
+    @property
+    def dim(self) -> int:
+        return self.distance.dim
+
+    # ------------------------------------------------------------------ fitting
+
+    @classmethod
+    def fit(cls, layer: str, train: np.ndarray, held_out: np.ndarray,
+            adults: np.ndarray | None = None, percentile: float = 99.5,
+            held_out_name: str = "validation split") -> "PopulationGate":
+        """Fit on training-film features; set cut-offs on held-out in-population films.
+
+        Args:
+            layer: the layer whose pooled output `train` holds (recorded for serving).
+            train: (n, d) pooled features of training films.
+            held_out: (m, d) of in-population films not in `train` (the validation split).
+            adults: (k, d) of adult chest films, or None to go without the adult detector.
+            percentile: of in-population scores, for each cut-off (99.5: ~0.5% flagged each).
+        """
+        train = _as_rows(train, np.shape(train)[-1])
+        held_out = _as_rows(held_out, train.shape[1])
+        if len(held_out) < 20:
+            raise DataError(f"setting the gate's cut-offs needs >= 20 in-population films, got "
+                            f"{len(held_out)}")
+        distance = MahalanobisGate.fit(train, percentile)
+        adult = None
+        if adults is not None and len(adults):
+            adult = AdultDetector.fit(train, _as_rows(adults, train.shape[1]))
+        gate = cls(layer, distance, adult, float(percentile), len(train))
+        gate.set_cutoffs(held_out, held_out_name, keep_higher=True)
+        return gate
+
+    def set_cutoffs(self, films: np.ndarray, name: str, keep_higher: bool = True) -> None:
+        """Raise (or set) each cut-off to the `percentile`-th percentile of in-population films.
+
+        With keep_higher the cut-offs never drop: a site's own films can only make the gate
+        more lenient towards that site, never stricter than the trainer's held-out films.
+        """
+        films = _as_rows(films, self.dim)
+        d_cut = float(np.percentile(self.distance.score(films), self.percentile))
+        self.distance.threshold = max(self.distance.threshold, d_cut) if keep_higher else d_cut
+        if self.adult is not None:
+            a_cut = float(np.percentile(self.adult.score(films), self.percentile))
+            self.adult.cutoff = (max(self.adult.cutoff, a_cut)
+                                 if keep_higher and math.isfinite(self.adult.cutoff) else a_cut)
+        self.cutoff_source.append(f"{name} ({len(films)} films)")
+
+    # ------------------------------------------------------------------ scoring
+
+    def feature_flags(self, features: Any) -> list[list[Flag]]:
+        """Per row of pooled features, the model-based flags (adult first)."""
+        x = _as_rows(features, self.dim)
+        dist = self.distance.score(x)
+        adult = self.adult.score(x) if self.adult is not None else None
+        out = []
+        for i in range(len(x)):
+            flags = []
+            if adult is not None and adult[i] > self.adult.cutoff:
+                flags.append(Flag("adult", "This looks like an adult chest film; the model is "
+                                  "for children aged 1-5.", float(adult[i]), self.adult.cutoff))
+            if dist[i] > self.distance.threshold:
+                flags.append(Flag("not_chest_film", "This is not a chest radiograph like the "
+                                  "training films (another body part or modality, a lateral, "
+                                  "rotated or inverted film, a photo or a document?).",
+                                  float(dist[i]), self.distance.threshold))
+            out.append(flags)
+        return out
+
+    def ood_score(self, features: Any) -> np.ndarray:
+        """One number per row, > 1 when a model-based part of the gate fires: the larger of
+        distance / cut-off and exp(adult log-odds - cut-off)."""
+        x = _as_rows(features, self.dim)
+        ratio = self.distance.score(x) / self.distance.threshold
+        if self.adult is not None:
+            ratio = np.maximum(ratio, np.exp(np.clip(self.adult.score(x) - self.adult.cutoff,
+                                                     -50, 50)))
+        return ratio
+
+    def assess(self, features: Any, pixels: np.ndarray, colourfulness: float) -> list[Flag]:
+        """Every flag for one image: image rules, then the feature-based ones."""
+        return image_flags(pixels, colourfulness) + self.feature_flags(features)[0]
+
+    def flag_rate(self, features: Any) -> float:
+        """Fraction of rows the feature-based gate flags (image rules need the images)."""
+        return float(np.mean([bool(f) for f in self.feature_flags(features)]))
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready summary for the manifest and the model card."""
+        return {"kind": _KIND, "layer": self.layer, "pooled_dim": self.dim,
+                "percentile": self.percentile, "n_reference": self.n_reference,
+                "distance_cutoff": self.distance.threshold,
+                "adult_detector": None if self.adult is None else {
+                    "n_adult_films": self.adult.n_adult, "cutoff": self.adult.cutoff},
+                "cutoffs_set_on": list(self.cutoff_source)}
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """One .npz of plain arrays (no pickle), written beside `path` and renamed into place."""
+        arrays = {f"distance_{k}": v for k, v in self.distance._arrays().items()}
+        arrays.update(kind=np.array(_KIND), format_version=np.array(FORMAT_VERSION),
+                      layer=np.array(self.layer), percentile=np.array(self.percentile),
+                      n_reference=np.array(self.n_reference),
+                      cutoff_source=np.array(self.cutoff_source, dtype=np.str_))
+        if self.adult is not None:
+            a = self.adult
+            arrays.update(adult_centre=a.centre, adult_scale=a.scale, adult_coef=a.coef,
+                          adult_intercept=np.array(a.intercept), adult_cutoff=np.array(a.cutoff),
+                          adult_n=np.array(a.n_adult))
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "PopulationGate":
+        """Read a gate written by `save`; BundleError when missing, corrupt or of another kind."""
+        path = Path(path)
+        if not path.is_file():
+            raise BundleError(f"gate file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise BundleError(f"gate file {path} is corrupt or not an .npz: {exc}") from None
+        try:
+            return _from_arrays(arrays)
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+            raise BundleError(f"gate file {path} is malformed or from an older pneumo ({exc}); "
+                              "refit it: python -m pneumo refit-gate --model DIR") from None
+
+
+def _from_arrays(arrays: dict[str, np.ndarray]) -> PopulationGate:
+    from .gate import _gate_from_arrays
+
+    if str(arrays["kind"].item()) != _KIND:
+        raise ValueError(f"kind {arrays['kind'].item()!r}, expected {_KIND!r}")
+    if int(arrays["format_version"].item()) != FORMAT_VERSION:
+        raise ValueError(f"format version {arrays['format_version'].item()}")
+    distance = _gate_from_arrays({k[len("distance_"):]: v for k, v in arrays.items()
+                                  if k.startswith("distance_")})
+    adult = None
+    if "adult_coef" in arrays:
+        adult = AdultDetector(arrays["adult_centre"].astype(np.float64),
+                              arrays["adult_scale"].astype(np.float64),
+                              arrays["adult_coef"].astype(np.float64),
+                              float(arrays["adult_intercept"].item()),
+                              float(arrays["adult_cutoff"].item()), int(arrays["adult_n"].item()))
+        if adult.coef.shape != distance.mean.shape or not np.isfinite(adult.coef).all():
+            raise ValueError("adult detector does not match the distance's dimension")
+    return PopulationGate(str(arrays["layer"].item()), distance, adult,
+                          float(arrays["percentile"].item()), int(arrays["n_reference"].item()),
+                          [str(s) for s in arrays["cutoff_source"]])

@@ -1,0 +1,66 @@
+"""Dump a bundle's outputs on labelled sets, for experiments (docs/experiments.md).
+
+One forward pass per film (float32, the serving preprocessing) gives the logit, the pooled
+conv5 features the head sees, and the pooled conv2/conv3/conv4 maps the gate can use. Saved as
+one .npz per set, keyed by path, so experiments on heads, site adaptation and gates run in
+seconds without TensorFlow.
+
+    python scripts/dump_features.py --model models/default --out runs/features/default \
+        --set train=../shared/data/chest_xray/train --set calibration=../shared/data/chest_xray/calibration
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pneumo.datasets import discover  # noqa: E402
+from pneumo.preprocess import load_model_input  # noqa: E402
+
+POOLED = ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--set", action="append", required=True, help="NAME=PATH (any layout)")
+    parser.add_argument("--batch", type=int, default=32)
+    args = parser.parse_args()
+
+    import keras
+    import tensorflow as tf
+
+    from pneumo import model as _model  # noqa: F401  registers the preprocessing layer
+
+    net = keras.models.load_model(Path(args.model) / "model.keras", compile=False)
+    outputs = [net.get_layer("avg_pool").output, net.get_layer("logit").output]
+    outputs += [keras.ops.mean(net.get_layer(name).output, axis=(1, 2)) for name in POOLED]
+    reader = keras.Model(net.input, outputs)
+    forward = tf.function(lambda x: reader(x, training=False), reduce_retracing=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for spec in args.set:
+        name, path = spec.split("=", 1)
+        frame = discover(path, "evaluate")
+        parts: list[list[np.ndarray]] = [[] for _ in outputs]
+        for first in range(0, len(frame), args.batch):
+            chunk = frame.path.iloc[first:first + args.batch]
+            x = np.stack([load_model_input(p, 224) for p in chunk]).astype(np.float32)
+            for store, value in zip(parts, forward(tf.constant(x))):
+                store.append(value.numpy().astype(np.float32))
+            print(f"{name}: {min(first + args.batch, len(frame))}/{len(frame)}", flush=True)
+        arrays = {"features": parts[0], "logit": parts[1]}
+        arrays.update({n: parts[2 + i] for i, n in enumerate(POOLED)})
+        np.savez(out / f"{name}.npz", path=frame.path.to_numpy(str),
+                 label=frame.label.to_numpy(), patient_id=frame.patient_id.to_numpy(str),
+                 **{k: np.concatenate(v).reshape(len(frame), -1) for k, v in arrays.items()})
+
+
+if __name__ == "__main__":
+    main()
