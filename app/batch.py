@@ -14,24 +14,27 @@ from pneumo import verdict
 from pneumo.errors import PneumoError
 
 CHUNK = 8  # images per model call (the progress bar moves once per chunk)
-COLUMNS = ["file", "result", "probability", "flags", "error"]
+COLUMNS = ["file", "result", "probability", "score", "flags", "error"]
 ORDER = {"PNEUMONIA": 0, "NORMAL": 1, verdict.NOT_ASSESSED_SHORT: 2, "unreadable": 3}
 
 
 def _row(item, result) -> dict:
     """One table row. `score` is kept apart: shown for not-assessed images only on request."""
+    # `probability` is the words (">99.9%"), `score` the number behind it (for sorting and the
+    # bar); `hidden_score` keeps a not-assessed image's score for users who ask for it.
     if item.error or isinstance(result, Exception):
         message = item.error or verdict.user_message(result)
-        return {"file": item.name, "result": "unreadable", "probability": None, "flags": "",
-                "error": message, "score": None}
+        return {"file": item.name, "result": "unreadable", "probability": "", "score": None,
+                "flags": "", "error": message, "hidden_score": None}
     if not verdict.is_assessed(result):
-        return {"file": item.name, "result": verdict.NOT_ASSESSED_SHORT, "probability": None,
-                "flags": "; ".join(verdict.population_reasons(result)), "error": "",
-                "score": round(result.probability, 4)}
+        return {"file": item.name, "result": verdict.NOT_ASSESSED_SHORT, "probability": "",
+                "score": None, "flags": "; ".join(verdict.population_reasons(result)),
+                "error": "", "hidden_score": result.probability}
     flags = "needs review" if verdict.review_reasons(result) else ""
     return {"file": item.name, "result": verdict.display_label(result),
-            "probability": round(result.probability, 4), "flags": flags, "error": "",
-            "score": round(result.probability, 4)}
+            "probability": verdict.format_probability(result.probability),
+            "score": result.probability, "flags": flags, "error": "",
+            "hidden_score": result.probability}
 
 
 def run_batch(items: list, predictor) -> pd.DataFrame:
@@ -53,7 +56,7 @@ def run_batch(items: list, predictor) -> pd.DataFrame:
         done = min(start + CHUNK, len(items))
         bar.progress(done / len(items), text=f"Analysed {done} of {len(items)} files")
     bar.empty()
-    table = pd.DataFrame(rows, columns=COLUMNS + ["score"])
+    table = pd.DataFrame(rows, columns=COLUMNS + ["hidden_score"])
     table["item"] = range(len(table))
     order = table["result"].map(ORDER).fillna(9)
     return table.assign(_o=order).sort_values(["_o", "item"], kind="stable").drop(
@@ -108,7 +111,7 @@ def shown_table(table: pd.DataFrame, show_scores: bool) -> pd.DataFrame:
     """The table as displayed and downloaded: not-assessed scores only when asked for."""
     out = table[COLUMNS].copy()
     if show_scores:
-        out["score (not valid if not assessed)"] = table["score"]
+        out["score (not valid if not assessed)"] = table["hidden_score"].round(4)
     return out
 
 
@@ -143,13 +146,16 @@ def main() -> None:
     event = st.dataframe(
         shown, hide_index=True, on_select="rerun", selection_mode="single-row",
         key="batch_table", width="stretch",
+        # Widths in pixels: at 1400 px every label and flag reads in full.
         column_config={
-            "file": st.column_config.TextColumn("file", width="large"),
-            "result": st.column_config.TextColumn("result", width="small"),
-            "probability": st.column_config.ProgressColumn(
-                "probability", format="%.3f", min_value=0.0, max_value=1.0, width="small"),
-            "flags": st.column_config.TextColumn("flags", width="medium"),
-            "error": st.column_config.TextColumn("error", width="medium")})
+            "file": st.column_config.TextColumn("file", width=300),
+            "result": st.column_config.TextColumn("result", width=110),
+            "probability": st.column_config.TextColumn("probability", width=90),
+            "score": st.column_config.ProgressColumn(
+                "score", format=" ", min_value=0.0, max_value=1.0, width=80,
+                help="The probability as a bar; click to sort by it."),
+            "flags": st.column_config.TextColumn("flags", width=300),
+            "error": st.column_config.TextColumn("error", width=200)})
     st.download_button("Download CSV", shown.to_csv(index=False).encode(),
                        file_name="pneumo-batch.csv", mime="text/csv", icon=":material/download:")
     picked = event.selection.rows if event is not None else []

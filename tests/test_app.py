@@ -487,7 +487,7 @@ def test_batch_zip_and_loose_files(serve, real_bundle):
                                    ("notes.txt", b"not an image", "text/plain")]).run()
     assert not at.exception
     table = at.dataframe[0].value
-    assert list(table.columns) == ["file", "result", "probability", "flags", "error"]
+    assert list(table.columns) == ["file", "result", "probability", "score", "flags", "error"]
     assert sorted(table["file"]) == sorted(["batch.zip/films/a.png", "batch.zip/films/b.png",
                                             "batch.zip/films/broken.png", "c.png", "notes.txt"])
     bad = table[table["error"] != ""]
@@ -495,9 +495,11 @@ def test_batch_zip_and_loose_files(serve, real_bundle):
     assert set(bad["result"]) == {"unreadable"}
     good = table[table["error"] == ""]
     assessed = good[good["result"] != "Not assessed"]
-    assert assessed["probability"].between(0, 1).all()
+    assert assessed["score"].between(0, 1).all() and assessed["probability"].str.endswith(
+        "%").all()
     assert set(assessed["result"]) <= {"NORMAL", "PNEUMONIA"}
-    assert good[good["result"] == "Not assessed"]["probability"].isna().all()
+    flagged = good[good["result"] == "Not assessed"]
+    assert flagged["score"].isna().all() and (flagged["probability"] == "").all()
     counted = {m.label: int(m.value) for m in at.metric}
     assert counted["Unreadable"] == 2 and sum(counted.values()) == 5
     assert counted["Not assessed"] == int((table["result"] == "Not assessed").sum())
