@@ -271,3 +271,33 @@ def test_calibrate_offer_writes_a_new_bundle_never_the_active_one(serve, tiny_bu
     assert any("New bundle written" in s.value for s in at.success)
     after = {p.name: p.read_bytes() for p in (models / "active").iterdir() if p.is_file()}
     assert after == before
+
+
+def test_gate_flagged_films_can_be_left_out_and_sets_are_kept(serve, tiny_bundle,
+                                                               synthetic_data):
+    at = serve(tiny_bundle).run()
+    at.switch_page("app/evaluate.py").run()
+    archive = zip_folder(synthetic_data, {"films/NORMAL/photo.png": colour_photo()})
+    at.file_uploader(key="eval_upload").set_value(
+        [("with-photo.zip", archive, "application/zip")]).run()
+    assert not problems(at)
+    ev = next(iter(at.session_state["evaluations"].values()))
+    assert ev.n == 49 and ev.metrics["n_not_assessed"] >= 1  # the photo, at least
+    kept = int(ev.table["assessed"].sum())
+    at.toggle(key="eval_drop_unassessed").set_value(True).run()
+    assert any(f"the {kept} assessed films only" in c.value for c in at.caption)
+    at.toggle(key="eval_drop_unassessed").set_value(False).run()
+    # Without an upload, the sets evaluated earlier in the session stay available.
+    at.file_uploader(key="eval_upload").set_value([]).run()
+    assert not problems(at)
+    assert "with-photo.zip" in at.selectbox(key="eval_pick").options[0]
+    assert float(metric(at, "ROC AUC")) == pytest.approx(ev.metrics["auc"], abs=1e-3)
+
+
+def test_compare_upload_without_labels_explains(serve, two_bundles):
+    at = serve(two_bundles).run()
+    at.switch_page("app/compare.py").run()
+    at.file_uploader(key="compare_upload").set_value(
+        [("x.png", colour_photo(), "image/png")]).run()
+    assert not at.exception
+    assert any("cannot be evaluated" in e.value for e in at.error)
