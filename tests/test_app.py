@@ -428,7 +428,7 @@ def _stub_script():
                 ood_score=0.5 if inside else 2.0, uncertainty=0.0, needs_review=not inside,
                 reasons=[] if inside else [reason], heatmap=heat, cam=cam,
                 image=XrayImage(pixels, "DICOM", 12, 0.0, {"Modality": "CR"}))
-            result.assessed = inside  # the fields predict.py gains (set here either way)
+            # `assessed` follows in_population; the gate's reasons have their own field.
             result.population_reasons = [] if inside else [reason]
             return result
 
