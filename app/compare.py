@@ -5,6 +5,7 @@ the paired AUC difference and the films where they disagree. Same as `pneumo com
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from pathlib import Path
 
@@ -82,6 +83,11 @@ def _run(bundle, path_b: Path, picked):
     except DataError as exc:
         bar.empty()
         st.error(f"The models cannot be compared on these films: {exc}")
+        return None
+    except Exception as exc:  # a bug, but the page must keep serving and say so plainly
+        logging.getLogger(__name__).exception("comparison failed")
+        bar.empty()
+        st.error(f"Unexpected error while comparing ({type(exc).__name__}). Try again.")
         return None
     bar.empty()
     cache.clear()  # one comparison kept: each holds two tables only, but sessions are many

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import importlib.util
+import logging
 import re
 import time
 
@@ -40,6 +41,11 @@ def _run(named: list[tuple[str, bytes]], bundle):
     except DataError as exc:
         st.error(f"These files cannot be evaluated: {exc}")
         return None
+    except Exception as exc:  # an archive no guard foresaw: refuse it, keep serving
+        logging.getLogger(__name__).exception("reading the upload failed")
+        st.error(f"These files cannot be read ({type(exc).__name__}); re-create the ZIP and "
+                 "try again.")
+        return None
     c = upload.counts
     st.info(f"Found {c['films']} labelled films ({c['pneumonia']} pneumonia, {c['normal']} "
             f"normal; {upload.layout})" + (f"; {c['problems']} file(s) cannot be used (listed "
@@ -62,6 +68,12 @@ def _run(named: list[tuple[str, bytes]], bundle):
     except DataError as exc:
         bar.empty()
         st.error(f"No film could be scored: {exc}")
+        return None
+    except Exception as exc:  # a bug, but the page must keep serving and say so plainly
+        logging.getLogger(__name__).exception("evaluation failed")
+        bar.empty()
+        st.error(f"Unexpected error while scoring these films ({type(exc).__name__}); nothing "
+                 "was stored. Try again, or split the upload.")
         return None
     bar.empty()
     return state.store_evaluation(evaluation)

@@ -350,3 +350,37 @@ def test_heatmap_outside_lungs_note():
     assert hottest_outside_lungs(marker)
     assert not hottest_outside_lungs(np.zeros((50, 50)))
     assert not hottest_outside_lungs(None)
+
+
+# ----------------------------------------------------------------------------- fuzzing uploads
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as hst  # noqa: E402
+
+ZIP_SEED = make_zip({"set/NORMAL/a.png": b"\x89PNG" + b"a" * 300,
+                     "set/PNEUMONIA/b.png": b"\x89PNG" + b"b" * 300,
+                     "list.csv": b"path,label\nset/NORMAL/a.png,0\nset/PNEUMONIA/b.png,1\n"})
+
+
+@settings(max_examples=200, derandomize=True, deadline=2000, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(hst.lists(hst.tuples(hst.integers(0, len(ZIP_SEED) - 1), hst.integers(0, 255)),
+                 min_size=1, max_size=8),
+       hst.integers(0, len(ZIP_SEED)))
+def test_damaged_zips_give_films_or_a_clear_error(flips, cut):
+    """Whatever the bytes, `labelled_films` and reading every film give results or a
+    DataError, never another exception."""
+    data = bytearray(ZIP_SEED[:max(cut, 4)])
+    for at, value in flips:
+        if at < len(data):
+            data[at] = value
+    try:
+        upload = labelled_films([("fuzz.zip", bytes(data))])
+    except DataError as exc:
+        assert str(exc)
+        return
+    for film in upload.films:
+        try:
+            assert isinstance(film.source(), bytes)
+        except DataError as exc:
+            assert str(exc).startswith(film.name)
