@@ -118,7 +118,8 @@ def _problems(ev) -> None:
 
 
 def _thumbnail(ev, film_name: str, predictor):
-    """The film with its Grad-CAM overlay, small, cached per session; None if unreadable."""
+    """(film with its Grad-CAM overlay, small; whether the heat is off the lungs), cached per
+    session; None if the film cannot be re-read."""
     cache = st.session_state.setdefault("_gallery", {})
     key = (ev.model_path, film_name)
     if key not in cache:
@@ -135,8 +136,10 @@ def _thumbnail(ev, film_name: str, predictor):
         width = min(320, gray.shape[1])  # thumbnails: small in memory and on the wire
         small = cv2.resize(gray, (width, max(1, round(width * gray.shape[0] / gray.shape[1]))),
                            interpolation=cv2.INTER_AREA)
-        cache[key] = overlay(small, result.heatmap, 0.4) if result.heatmap is not None \
-            else small
+        from pneumo.heatcheck import hottest_outside_lungs
+
+        picture = overlay(small, result.heatmap, 0.4) if result.heatmap is not None else small
+        cache[key] = (picture, hottest_outside_lungs(result.heatmap))
         while len(cache) > 64:
             cache.pop(next(iter(cache)))
     return cache[key]
@@ -151,7 +154,9 @@ def _gallery(ev, bundle, threshold: float) -> None:
     st.subheader("Error gallery")
     st.caption(f"At threshold {threshold:.3f} on {ev.n} films of {ev.name}: {n_fp} false "
                f"positives (normal films called pneumonia), {n_fn} false negatives (pneumonia "
-               "films missed). Heatmaps show what drove the score, not where disease is.")
+               "films missed). Heatmaps show what drove the score, not where disease is; "
+               "\"heat off the lungs\" marks a film whose hottest region is outside the lung "
+               "fields (a marker, text or an edge).")
     if wrong.empty:
         st.success("No errors at this threshold.")
         return
@@ -173,15 +178,16 @@ def _gallery(ev, bundle, threshold: float) -> None:
     with st.spinner("Computing heatmaps…"):
         cols = st.columns(4)
         for k, row in enumerate(shown.itertuples()):
-            img = _thumbnail(ev, row.path, predictor)
+            shown = _thumbnail(ev, row.path, predictor)
             with cols[k % 4]:
                 caption = (f"{row.error} · p = {verdict.format_probability(row.probability)}"
                            + ("" if row.assessed else " · outside the population")
+                           + (" · heat off the lungs" if shown and shown[1] else "")
                            + f" · {row.path.split('/')[-1]}")
-                if img is None:
+                if shown is None:
                     st.caption(caption + " (could not be re-read)")
                 else:
-                    st.image(img, caption=caption, width="stretch")
+                    st.image(shown[0], caption=caption, width="stretch")
     with st.expander("These errors as a table"):
         st.dataframe(wrong[["path", "error", "probability", "confidence", "assessed"]],
                      hide_index=True, width="stretch")
