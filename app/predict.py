@@ -37,10 +37,12 @@ def _probability_metric(result, label: str = "Pneumonia probability",
         st.metric(label, value)
         return
     above = result.probability >= result.threshold
-    # The arrow follows the words: up above the threshold (red), down below it (green).
+    # The arrow follows the words: up above the threshold, red; down below it, green. (The
+    # colour follows the text's sign, which is positive either way: hence the colour switch.)
     st.metric(label, value,
               f"{'above' if above else 'below'} the {result.threshold:.1%} threshold",
-              delta_color="inverse", delta_arrow="up" if above else "down")
+              delta_color="inverse" if above else "normal",
+              delta_arrow="up" if above else "down")
 
 
 def _verdict(result) -> None:
