@@ -417,14 +417,15 @@ def _stub_script():
         def predict(self, data, cam="gradcam", name=None):
             if data == b"bad":
                 raise ImageError(f"{name}: this is a text file; upload a chest X-ray")
-            inside = data == b"inside"
+            inside = data in (b"inside", b"low")
             pixels = np.linspace(0, 1, 64 * 80, dtype=np.float32).reshape(64, 80)
             heat = np.zeros((64, 80), np.float32)
             heat[:8, :8] = 1.0  # a hot corner: a burned-in marker
             reason = "This image is unlike the paediatric films the model was trained on."
             result = PredictionResult(
-                probability=0.9996 if inside else 0.91, threshold=0.5, in_population=inside,
-                label="PNEUMONIA" if inside else "NOT ASSESSED",
+                probability={b"inside": 0.9996, b"low": 0.0003}.get(data, 0.91), threshold=0.5,
+                in_population=inside,
+                label={b"inside": "PNEUMONIA", b"low": "NORMAL"}.get(data, "NOT ASSESSED"),
                 ood_score=0.5 if inside else 2.0, uncertainty=0.0, needs_review=not inside,
                 reasons=[] if inside else [reason], heatmap=heat, cam=cam,
                 image=XrayImage(pixels, "DICOM", 12, 0.0, {"Modality": "CR"}))
@@ -447,6 +448,7 @@ def test_render_prediction_with_stub_predictor():
     assert at.expander[0].label.startswith("Technical DICOM tags")
     at.toggle(key="show_unassessed").set_value(True).run()
     assert metric(at, "Score (not valid)") == "91.0%"
+    assert not next(m for m in at.metric if m.label == "Score (not valid)").proto.delta
     assert any("Heatmap overlay" in c for img in at.image for c in img.captions)
     at.radio(key="cam_method").set_value("Score-CAM").run()
     assert not at.exception
@@ -455,10 +457,17 @@ def test_render_prediction_with_stub_predictor():
     at.run()
     assert shown_verdict(at) == "assessed"
     assert metric(at, "Pneumonia probability") == ">99.9%"
+    shown = next(m for m in at.metric if m.label == "Pneumonia probability").proto
+    assert (shown.direction, shown.color) == (shown.UP, shown.RED) and "above" in shown.delta
     assert "PNEUMONIA" in " ".join(m.value for m in at.markdown)
     assert any("not where disease is" in c.value for c in at.caption)
     assert any("outside the usual lung fields" in w.value for w in at.warning)
     assert any("influence on the score" in c for img in at.image for c in img.captions)
+    at.session_state["data"] = b"low"
+    at.run()
+    shown = next(m for m in at.metric if m.label == "Pneumonia probability").proto
+    assert shown.body == "<0.1%" and "below" in shown.delta
+    assert (shown.direction, shown.color) == (shown.DOWN, shown.GREEN)
     at.session_state["data"] = b"bad"
     at.run()
     assert any("cannot be analysed" in e.value and "text file" in e.value for e in at.error)
