@@ -126,7 +126,10 @@ def test_default_model_gate_flags_non_films(default_predictor, corpus, name):
 def test_corpus_through_cli(tiny_bundle, corpus, predictor):
     cases = list(corpus.values())
     paths = [str(c.path) for c in cases]
-    run = cli("predict", "--model", str(tiny_bundle), "--cam", "gradcam", *paths)
+    # --show-unassessed: the probabilities of images the gate flags are compared too (by
+    # default the CLI prints them as null: no verdict where the gate fires).
+    run = cli("predict", "--model", str(tiny_bundle), "--cam", "gradcam", "--show-unassessed",
+              *paths)
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
     lines = json_lines(run.stdout)
     assert [line["path"] for line in lines] == paths, "one line per input, in order"
@@ -173,7 +176,7 @@ def test_cli_writes_only_requested_outputs(tiny_bundle, corpus, tmp_path):
     for d in (cwd, home, tmp):
         d.mkdir()
     cases = [corpus[n] for n in ("png_8bit", "jpeg_exif_orientation_6", *DICOM_OK)]
-    run = cli("predict", "--model", str(tiny_bundle), "--cam-dir", str(cams),
+    run = cli("predict", "--model", str(tiny_bundle), "--cam-dir", str(cams), "--show-unassessed",
               *[str(c.path) for c in cases], cwd=cwd,
               # Empty cache/config overrides: every library falls back to HOME, watched here.
               env={"HOME": str(home), "TMPDIR": str(tmp), "MPLCONFIGDIR": "",
