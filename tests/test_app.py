@@ -213,6 +213,7 @@ def test_threshold_slider_changes_metrics_and_is_shared(serve, fake_bundle):
 def test_prevalence_recomputes_ppv(serve, fake_bundle):
     at = serve(fake_bundle.parent).run()
     at.switch_page("app/confusion.py").run()
+    assert "default: held-out test split of fake-bundle" in at.number_input[0].label
     ppv = float(metric(at, "PPV"))
     at.number_input[0].set_value(0.05).run()
     assert float(metric(at, "PPV")) < ppv

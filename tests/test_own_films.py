@@ -384,3 +384,47 @@ def test_damaged_zips_give_films_or_a_clear_error(flips, cut):
             assert isinstance(film.source(), bytes)
         except DataError as exc:
             assert str(exc).startswith(film.name)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def test_calibration_bins_carry_n_and_ci_and_small_bins_are_faint():
+    from app.charts import FAINT_BELOW, reliability_figure
+    from pneumo.metrics import reliability_curve
+    from pneumo.stats import wilson_interval
+
+    rng = np.random.default_rng(0)
+    p = np.concatenate([rng.uniform(0.0, 0.1, 200), rng.uniform(0.5, 0.6, 4)])
+    y = (rng.random(len(p)) < p).astype(int)
+    curve = reliability_curve(y, p, 10)
+    curve["low"], curve["high"] = wilson_interval(
+        np.rint(curve["fraction_positive"] * curve["count"]), curve["count"])
+    fig = reliability_figure(curve, y, p, "test films, n = 204")
+    markers = {t.name: t for t in fig.data if getattr(t, "mode", None) == "markers+text"}
+    faint = markers[f"bins under {FAINT_BELOW} films"]
+    assert faint.marker.opacity == 0.3 and list(faint.text) == ["n=4"]
+    solid = markers["model (95% CI)"]
+    assert solid.marker.opacity == 1.0 and "n=200" in solid.text
+    assert solid.error_y.array[0] > 0 and fig.layout.title.text == "test films, n = 204"
+
+
+def test_training_figure_marks_restored_epochs_and_names_splits():
+    from app.charts import training_figure
+
+    history = pd.DataFrame({"stage": ["head"] * 3 + ["fine"] * 3, "epoch": [1, 2, 3] * 2,
+                            "loss": np.linspace(1, 0.4, 6), "val_loss": [.9, .7, .8, .6, .5, .55]})
+    fig = training_figure(history, "loss", "validation (783 films)", {"head": 2, "fine": 2},
+                          "train (3656 films)")
+    star = next(t for t in fig.data if t.name == "restored best epoch")
+    assert list(star.x) == [2, 5] and list(star.y) == [0.7, 0.5]
+    assert {t.name for t in fig.data} >= {"validation (783 films)", "train (3656 films)"}
+    assert fig.layout.yaxis.title.text.startswith("loss")
+
+
+def test_gauge_has_no_number_and_greys_out_when_not_valid():
+    from app.charts import GREY, probability_gauge
+
+    fig = probability_gauge(0.9996, 0.5)
+    assert fig.data[0].mode == "gauge"  # the metric beside it shows ">99.9%", not "100.0"
+    assert probability_gauge(0.9, 0.5, valid=False).data[0].gauge.bar.color == GREY
