@@ -428,3 +428,17 @@ def test_gauge_has_no_number_and_greys_out_when_not_valid():
     fig = probability_gauge(0.9996, 0.5)
     assert fig.data[0].mode == "gauge"  # the metric beside it shows ">99.9%", not "100.0"
     assert probability_gauge(0.9, 0.5, valid=False).data[0].gauge.bar.color == GREY
+
+
+def test_training_time_breakdown_adds_up():
+    from app.training import time_breakdown
+
+    timing = {"total_seconds": 3747.6, "decode_seconds": 56.9, "cache_seconds": 2011.8,
+              "stages": [{"name": "head", "seconds": 297.8},
+                         {"name": "finetune_conv5", "seconds": 1281.4}]}
+    table = time_breakdown(timing)
+    assert list(table["step"]) == ["decode the images", "feature cache (frozen layers, once)",
+                                   "stage head", "stage finetune_conv5",
+                                   "other (splitting, set-up)"]
+    assert table["seconds"].sum() == pytest.approx(3747.6)
+    assert time_breakdown({"stages": []}).empty
