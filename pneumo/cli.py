@@ -39,6 +39,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["train.steps_per_epoch"] = args.steps_per_epoch
     if args.cache_views is not None:
         overrides["train.cache_views"] = args.cache_views
+    if args.adult_data:
+        overrides["train.gate_adult_data"] = args.adult_data
     cfg = load_config(args.config, overrides)
     if args.epochs:
         epochs = [int(e) for e in args.epochs.split(",")]
@@ -69,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-per-class", type=int, help="train on a slice (smoke runs)")
     p.add_argument("--steps-per-epoch", type=int)
     p.add_argument("--cache-views", type=int, help="0 streams; V>0 caches the frozen stem")
+    p.add_argument("--adult-data", help="adult chest films (folder or CSV) for the gate's adult "
+                   "detector")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.set_defaults(func=cmd_train)
 

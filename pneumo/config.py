@@ -84,7 +84,11 @@ class TrainConfig:
     # 0: stream images through the whole network every step (GPU). V > 0: compute the frozen
     # stem's output once for V views per image (1 clean + V-1 augmented) and train the top on it.
     cache_views: int = 0
-    gate_percentile: float = 99.0  # OOD threshold: this percentile of training distances
+    gate_percentile: float = 99.5  # gate cut-offs: this percentile of held-out in-population films
+    # Adult chest films (a folder of images, searched recursively, or a CSV with a `path`
+    # column) for the gate's adult detector; "" fits the gate without it. Relative paths are
+    # taken from the working directory. --adult-data on the command line overrides it.
+    gate_adult_data: str = ""
 
 
 @dataclass

@@ -115,6 +115,30 @@ def manifest(csv_path: Path) -> pd.DataFrame:
     return frame
 
 
+def image_paths(path: str | Path) -> list[str]:
+    """Every image under a folder (recursively), or the `path` column of a CSV (relative to it).
+
+    For unlabelled sets such as the adult films the gate learns to refuse.
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        try:
+            table = pd.read_csv(path)
+        except Exception as exc:
+            raise DataError(f"{path}: not a readable CSV ({exc})") from None
+        if "path" not in table.columns:
+            raise DataError(f"{path}: no 'path' column")
+        return [str(p if Path(p).is_absolute() else path.parent / p)
+                for p in table["path"].astype(str)]
+    if not path.is_dir():
+        raise DataError(f"{path}: no such folder or CSV")
+    found = sorted(str(p) for p in path.rglob("*")
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise DataError(f"{path}: no images found")
+    return found
+
+
 def detect_layout(path: str | Path) -> str:
     """Name of the layout at `path`: 'manifest', 'rsna', 'kaggle' or 'folders'."""
     path = Path(path)

@@ -89,7 +89,7 @@ class Explainer:
     """
 
     def __init__(self, model, cam_layer: str = "conv5_block3_out", scorecam_max_n: int = 16,
-                 jit_compile: bool = False):
+                 jit_compile: bool = False, pooled_layers: tuple[str, ...] = ()):
         import keras
         import tensorflow as tf
 
@@ -117,11 +117,19 @@ class Explainer:
             for layer in model.layers if layer.weights
         )
         logit = model.get_layer(_LOGIT_LAYER).output
-        # One graph, four outputs: the conv map, the logit, the probability and the features.
+        for name in pooled_layers:
+            try:
+                model.get_layer(name)
+            except ValueError:
+                raise ConfigError(f"model {model.name} has no layer named {name!r}") from None
+        self.pooled_layers = tuple(pooled_layers)
+        # One graph: the conv map, the logit, the probability, the features, and the spatial
+        # means of `pooled_layers` (what the out-of-population gate reads) - one forward pass.
+        pooled = [keras.ops.mean(model.get_layer(n).output, axis=(1, 2)) for n in pooled_layers]
         self._graph = keras.Model(
             model.inputs,
             [conv, logit, model.get_layer(_OUTPUT_LAYER).output,
-             model.get_layer(_FEATURES_LAYER).output],
+             model.get_layer(_FEATURES_LAYER).output, *pooled],
             name=f"{model.name}_cam",
         )
         # The model tf-keras-vis differentiates: the pre-sigmoid logit, shape (n, 1).
@@ -143,7 +151,7 @@ class Explainer:
                 # Watch the input so the path conv map -> logit is recorded even when the
                 # model's weights are frozen (untrainable variables are not watched).
                 tape.watch(x)
-                conv_map, z, p, feats = graph([x], training=False)
+                conv_map, z, p, feats, *pools = graph([x], training=False)
                 target = tf.reduce_sum(tf.cast(z[:, 0], tf.float32))
             grads = tf.cast(tape.gradient(target, conv_map), tf.float32)
             conv_map = tf.cast(conv_map, tf.float32)
@@ -157,6 +165,7 @@ class Explainer:
                 "logit": tf.cast(z[:, 0], tf.float32),
                 "features": tf.cast(feats, tf.float32),
                 "cam": cam,
+                **{f"pooled:{n}": tf.cast(v, tf.float32) for n, v in zip(pooled_layers, pools)},
             }
 
         self._forward = tf.function(forward, input_signature=[spec], jit_compile=jit_compile,

@@ -20,10 +20,10 @@ from .bundle import write_json, write_manifest
 from .config import Config
 from .datasets import CLASS_NAMES
 from .export import export_saved_model
-from .gate import MahalanobisGate
+from .population import PopulationGate
 from .metrics import (apply_temperature, choose_threshold, fit_temperature, reliability_curve,
                       summary_metrics)
-from .model import build_model
+from .model import build_model, pooled_outputs
 from .modelcard import model_card
 
 PREPROCESSING = (
@@ -46,6 +46,24 @@ def save_portable_model(model: keras.Model, cfg: Config, path: Path) -> keras.Mo
     return twin
 
 
+def fit_gate(model: keras.Model, train_images: np.ndarray, val_images: np.ndarray,
+             adult_data: str | Path | None, percentile: float) -> PopulationGate:
+    """The out-of-population gate of a bundle: pooled conv4 features of the training films
+    (reference), cut-offs on the validation films, and adult films when `adult_data` is given."""
+    from .datasets import image_paths
+    from .model import gate_layer, pooled_outputs
+    from .preprocess import load_model_input
+
+    layer = gate_layer(model)
+    adults = None
+    if adult_data:
+        size = int(model.input_shape[1])
+        adults = pooled_outputs(model, layer, np.stack(
+            [load_model_input(p, size) for p in image_paths(adult_data)]))
+    return PopulationGate.fit(layer, pooled_outputs(model, layer, train_images),
+                              pooled_outputs(model, layer, val_images), adults, percentile)
+
+
 def prediction_table(part: pd.DataFrame, logits: np.ndarray, temperature: float) -> pd.DataFrame:
     table = part[["path", "patient_id", "label"]].copy()
     table["logit"] = logits.astype(float)
@@ -55,7 +73,7 @@ def prediction_table(part: pd.DataFrame, logits: np.ndarray, temperature: float)
 
 def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame],
                  outputs: dict[str, tuple[np.ndarray, np.ndarray]], timing: dict[str, Any],
-                 out: Path) -> dict[str, Any]:
+                 out: Path, images: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Calibrate, pick the threshold, fit the gate, score the test split, write every file."""
     held_out = "test" if "test" in outputs and len(parts["test"]) else "val"
     val_labels = parts["val"]["label"].to_numpy()
@@ -66,9 +84,13 @@ def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame]
     how["chosen_on"] = "val"
     test = prediction_table(parts[held_out], outputs[held_out][1], temperature)
 
-    gate = MahalanobisGate.fit(outputs["train"][0], cfg.train.gate_percentile)
+    # The gate reads the float32 model that serves, not the (maybe bfloat16) one that trained.
+    portable = save_portable_model(model, cfg, out / "model.keras")
+    gate = fit_gate(portable, images["train"], images["val"], cfg.train.gate_adult_data,
+                    cfg.train.gate_percentile)
     gate.save(out / "gate.npz")
-    flag_rate = {s: float(np.mean(~gate.in_population(outputs[s][0]))) for s in outputs}
+    flag_rate = {s: gate.flag_rate(pooled_outputs(portable, gate.layer, images[s]))
+                 for s in images if len(images[s])}
 
     y_test, p_test = test["label"].to_numpy(), test["probability"].to_numpy()
     metrics = {
@@ -87,7 +109,6 @@ def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame]
     reliability_curve(y_test, p_test).to_csv(out / "reliability.csv", index=False)
     write_json(out / "metrics.json", metrics)
 
-    portable = save_portable_model(model, cfg, out / "model.keras")
     export_saved_model(portable, out / "saved_model")
     counts = {s: {"images": int(len(p)), "patients": int(p.patient_id.nunique()),
                   "pneumonia": int(p.label.sum())} for s, p in parts.items()}
@@ -106,7 +127,7 @@ def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame]
         "threshold": threshold,
         "threshold_selection": how,
         "temperature": temperature,
-        "gate": {"file": "gate.npz", "percentile": cfg.train.gate_percentile},
+        "gate": {"file": "gate.npz", **gate.describe()},
         "training_data": {"counts": counts, "split_by": "patient", "seed": cfg.data.seed},
         "headline": {k: metrics["test"][k] for k in ("auc", "accuracy", "sensitivity",
                                                       "specificity")},

@@ -160,6 +160,29 @@ def set_trainable(model: keras.Model, unfreeze_from: str) -> int:
     return count
 
 
+def gate_layer(model: keras.Model, prefix: str = "conv4_") -> str:
+    """Name of the last block output of the stage the gate reads (`conv4_block6_out` in
+    ResNet-50): the deepest features that still describe the image rather than pneumonia."""
+    names = [layer.name for layer in model.layers
+             if layer.name.startswith(prefix) and layer.name.endswith("_out")]
+    if not names:
+        raise ConfigError(f"model {model.name} has no layer '{prefix}*_out' for the gate")
+    return names[-1]
+
+
+def pooled_outputs(model: keras.Model, layer: str, images, batch: int = 32):
+    """Spatial mean of `layer`'s output for each preprocessed image: (n, channels) float32."""
+    import numpy as np
+    import tensorflow as tf
+
+    reader = keras.Model(model.input, keras.ops.mean(model.get_layer(layer).output, axis=(1, 2)))
+    forward = tf.function(lambda x: reader(x, training=False), reduce_retracing=True)
+    chunks = [forward(tf.constant(np.asarray(images[i:i + batch], np.float32))).numpy()
+              for i in range(0, len(images), batch)]
+    width = int(model.get_layer(layer).output.shape[-1])
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.empty((0, width), np.float32)
+
+
 def clone_with_precision(model: keras.Model, cfg: ModelConfig, precision: str) -> keras.Model:
     """The same network under another dtype policy, sharing nothing but copied weights."""
     image_size = int(model.input_shape[1])

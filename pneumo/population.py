@@ -42,9 +42,10 @@ FORMAT_VERSION = 2
 _KIND = "population_gate"
 GATE_LAYER_PREFIX = "conv4_"  # the gate reads the last block of this stage, pooled
 # Image rules. Full-size paediatric films are 0.9-1.8 wide per tall (the 16 official val films:
-# 1.12-1.73); a real film is never under ~150 px on its short side; exposure: mean brightness
-# of a chest film lies far inside (0.06, 0.94).
-MIN_SIDE = 150
+# 1.12-1.73); a film is never much smaller than the model input (under 150 px on its short side
+# for 224 px: a thumbnail or a crop); exposure: mean brightness of a chest film lies far inside
+# (0.06, 0.94).
+MIN_SIDE_FRACTION = 0.67  # of the model's input size
 ASPECT_RANGE = (0.5, 2.5)
 EXPOSURE_RANGE = (0.06, 0.94)
 COLOUR_LIMIT = 0.08  # mean chroma above this is a colour picture, not a radiograph
@@ -65,10 +66,11 @@ class Flag:
                 "cutoff": round(self.cutoff, 4)}
 
 
-def image_flags(pixels: np.ndarray, colourfulness: float) -> list[Flag]:
+def image_flags(pixels: np.ndarray, colourfulness: float, image_size: int = 224) -> list[Flag]:
     """The rules that need no model, on the decoded grayscale image in [0, 1] (H, W)."""
     flags = []
     h, w = pixels.shape[:2]
+    min_side = round(MIN_SIDE_FRACTION * image_size)
     if colourfulness > COLOUR_LIMIT:
         flags.append(Flag("colour", "This is a colour picture, not a radiograph.",
                           float(colourfulness), COLOUR_LIMIT))
@@ -76,10 +78,10 @@ def image_flags(pixels: np.ndarray, colourfulness: float) -> list[Flag]:
     if spread < BLANK_LIMIT:
         flags.append(Flag("blank", "The image is almost uniform (blank): there is nothing to "
                           "assess.", spread, BLANK_LIMIT))
-    if min(h, w) < MIN_SIDE:
+    if min(h, w) < min_side:
         flags.append(Flag("too_small", f"The image is too small ({w}x{h} px) to be a film: "
                           "upload the original, not a thumbnail or a crop.", float(min(h, w)),
-                          float(MIN_SIDE)))
+                          float(min_side)))
     aspect = w / h
     if not ASPECT_RANGE[0] <= aspect <= ASPECT_RANGE[1]:
         flags.append(Flag("too_small", f"The image is cropped or oddly shaped (width/height "
@@ -164,8 +166,8 @@ class PopulationGate:
         """
         train = _as_rows(train, np.shape(train)[-1])
         held_out = _as_rows(held_out, train.shape[1])
-        if len(held_out) < 20:
-            raise DataError(f"setting the gate's cut-offs needs >= 20 in-population films, got "
+        if len(held_out) < 5:  # smoke runs have a dozen; a real split has hundreds
+            raise DataError(f"setting the gate's cut-offs needs >= 5 in-population films, got "
                             f"{len(held_out)}")
         distance = MahalanobisGate.fit(train, percentile)
         adult = None
@@ -221,9 +223,10 @@ class PopulationGate:
                                                      -50, 50)))
         return ratio
 
-    def assess(self, features: Any, pixels: np.ndarray, colourfulness: float) -> list[Flag]:
+    def assess(self, features: Any, pixels: np.ndarray, colourfulness: float,
+               image_size: int = 224) -> list[Flag]:
         """Every flag for one image: image rules, then the feature-based ones."""
-        return image_flags(pixels, colourfulness) + self.feature_flags(features)[0]
+        return image_flags(pixels, colourfulness, image_size) + self.feature_flags(features)[0]
 
     def flag_rate(self, features: Any) -> float:
         """Fraction of rows the feature-based gate flags (image rules need the images)."""

@@ -8,7 +8,6 @@ out-of-population gate and the Grad-CAM map. A few shifted/zoomed views of the s
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -22,8 +21,7 @@ from .imageio import ImageSource, XrayImage, read_image
 from .preprocess import to_model_input
 
 CAM_METHODS = ("gradcam", "gradcam++", "scorecam", "none")
-COLOUR_LIMIT = 0.08  # mean chroma above this is a colour picture, not a radiograph
-BLANK_LIMIT = 0.02  # pixel standard deviation below this is a blank frame
+NOT_ASSESSED = "NOT ASSESSED"  # the label of an image the gate refuses: no verdict is given
 REVIEW_MARGIN = 0.10  # probability this close to the threshold asks for a second look
 SPREAD_LIMIT = 0.10  # TTA standard deviation above this asks for a second look
 # Test-time views: (shift x, shift y, scale) in fractions of the side; mild, as in training.
@@ -34,8 +32,8 @@ TTA_VIEWS = ((0.0, 0.0, 1.0), (0.04, 0.0, 1.05), (-0.04, 0.03, 0.95))
 class PredictionResult:
     """What a prediction says about one image."""
 
-    probability: float  # calibrated probability of pneumonia
-    label: str  # "PNEUMONIA" when probability >= threshold, else "NORMAL"
+    probability: float  # calibrated probability of pneumonia (computed even when not assessed)
+    label: str  # "PNEUMONIA" / "NORMAL" by the threshold; NOT_ASSESSED when the gate fires
     threshold: float
     in_population: bool  # False: the image is unlike the training films; do not trust it
     ood_score: float  # gate distance / gate threshold: > 1 is out of population
@@ -45,14 +43,23 @@ class PredictionResult:
     heatmap: np.ndarray | None = None  # float32 (H, W) in [0, 1] at the image's own size
     image: XrayImage | None = None
     cam: str = "none"
+    population_reasons: list[str] = field(default_factory=list)  # why the gate refused it
+    flags: list[dict[str, Any]] = field(default_factory=list)  # code, message, score, cutoff
+
+    @property
+    def assessed(self) -> bool:
+        """False when the gate refused the image: show no verdict."""
+        return self.in_population
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (no arrays)."""
         return {
             "probability": round(self.probability, 6), "label": self.label,
             "threshold": round(self.threshold, 6), "in_population": self.in_population,
-            "ood_score": round(self.ood_score, 4), "uncertainty": round(self.uncertainty, 4),
-            "needs_review": self.needs_review, "reasons": list(self.reasons), "cam": self.cam,
+            "assessed": self.assessed, "ood_score": round(self.ood_score, 4),
+            "uncertainty": round(self.uncertainty, 4), "needs_review": self.needs_review,
+            "reasons": list(self.reasons), "population_reasons": list(self.population_reasons),
+            "flags": list(self.flags), "cam": self.cam,
         }
 
 
@@ -76,13 +83,15 @@ class Predictor:
         from .explain import Explainer
 
         self.directory, self.manifest, self.gate = directory, manifest, gate
+        # A population gate reads a pooled conv4 map; an old bundle's gate the pooled features.
+        self.gate_layer = getattr(gate, "layer", None)
         self.name = str(manifest.get("name", directory.name))
         self.threshold = float(manifest["threshold"])
         self.temperature = float(manifest.get("temperature", 1.0))
         self.image_size = int(manifest["image_size"])
         self.precision = precision
-        self.explainer = Explainer(model, cam_layer=manifest.get("cam_layer", "conv5_block3_out"))
-        self._lock = threading.Lock()
+        self.explainer = Explainer(model, cam_layer=manifest.get("cam_layer", "conv5_block3_out"),
+                                   pooled_layers=(self.gate_layer,) if self.gate_layer else ())
 
     @classmethod
     def load(cls, directory: str | Path, precision: str = "float32") -> "Predictor":
@@ -97,10 +106,8 @@ class Predictor:
             if key not in manifest:
                 raise BundleError(f"{directory}: manifest has no {key!r}; retrain or re-export")
         _check_numbers(directory, manifest)
-        from .gate import MahalanobisGate
-
         model = _load_keras(directory / "model.keras", precision, manifest)
-        gate = MahalanobisGate.load(directory / "gate.npz")
+        gate = load_gate(directory / "gate.npz")
         return cls(directory, manifest, model, gate, precision)
 
     # ------------------------------------------------------------------ single image
@@ -124,7 +131,11 @@ class Predictor:
             heatmap = _resize(out["cam"][0], image.size)
         elif cam != "none":
             heatmap = self.explainer.explain(x, method=cam, output_size=image.size)
-        return self._result(image, probs, out["features"][0], heatmap, cam)
+        return self._result(image, probs, self._gate_features(out, 0), heatmap, cam)
+
+    def _gate_features(self, out: dict[str, np.ndarray], row: int) -> np.ndarray:
+        key = f"pooled:{self.gate_layer}" if self.gate_layer else "features"
+        return out[key][row]
 
     def _calibrate(self, logits: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / self.temperature))
@@ -134,32 +145,38 @@ class Predictor:
         probability = float(probs[0])
         spread = float(np.std(probs)) if len(probs) > 1 else 0.0
         ood = float(self.gate.ood_score(features)[0])
-        reasons = self._population_reasons(image, ood)
-        in_population = not reasons
+        flags = self._population_flags(image, features)
+        population = [f"{f.message} (score {f.score:.3g}, cut-off {f.cutoff:.3g})" for f in flags]
+        in_population = not flags
+        reasons = list(population)
         if abs(probability - self.threshold) < REVIEW_MARGIN:
             reasons.append("The probability is close to the decision threshold.")
         if spread > SPREAD_LIMIT:
             reasons.append("The answer changes when the image is shifted slightly (unstable).")
+        if not in_population:
+            label = NOT_ASSESSED
+        else:
+            label = "PNEUMONIA" if probability >= self.threshold else "NORMAL"
         return PredictionResult(
-            probability=probability,
-            label="PNEUMONIA" if probability >= self.threshold else "NORMAL",
+            probability=probability, label=label,
             threshold=self.threshold, in_population=in_population, ood_score=ood,
             uncertainty=spread, needs_review=bool(reasons), reasons=reasons,
-            heatmap=heatmap, image=image, cam=cam,
+            heatmap=heatmap, image=image, cam=cam, population_reasons=population,
+            flags=[f.to_dict() for f in flags],
         )
 
-    @staticmethod
-    def _population_reasons(image: XrayImage, ood: float) -> list[str]:
-        reasons = []
-        if image.colourfulness > COLOUR_LIMIT:
-            reasons.append("This is a colour picture, not a radiograph: the result is not valid.")
-        if float(np.std(image.pixels)) < BLANK_LIMIT:
-            reasons.append("The image is almost uniform (blank): there is nothing to assess.")
+    def _population_flags(self, image: XrayImage, features: np.ndarray) -> list:
+        from .population import Flag, image_flags
+
+        if self.gate_layer:
+            return self.gate.assess(features, image.pixels, image.colourfulness, self.image_size)
+        # An old bundle's gate (pooled conv5 features): its distance, one generic reason.
+        flags = image_flags(image.pixels, image.colourfulness, self.image_size)
+        ood = float(self.gate.ood_score(features)[0])
         if ood > 1.0:
-            reasons.append(
-                "This image is unlike the paediatric frontal chest films the model was trained "
-                "on (adult, lateral, other body part, photo or screenshot?): do not rely on it.")
-        return reasons
+            flags.append(Flag("not_chest_film", "This image is unlike the paediatric frontal "
+                              "chest films the model was trained on.", ood, 1.0))
+        return flags
 
     # ------------------------------------------------------------------ many images
 
@@ -193,7 +210,8 @@ class Predictor:
                 heatmap = _resize(out["cam"][k], image.size)
             elif cam != "none":
                 heatmap = self.explainer.explain(x, method=cam, output_size=image.size)
-            results[i] = self._result(image, probs[k:k + 1], out["features"][k], heatmap, cam)
+            results[i] = self._result(image, probs[k:k + 1], self._gate_features(out, k), heatmap,
+                                      cam)
 
     def probabilities(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Calibrated probabilities of already preprocessed inputs (N, S, S, 3)."""
@@ -206,6 +224,21 @@ def _resize(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A low-resolution CAM resized to (H, W), float32 in [0, 1]."""
     resized = cv2.resize(cam.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
     return np.clip(resized, 0.0, 1.0)
+
+
+def load_gate(path: Path):
+    """The bundle's gate: a PopulationGate, or an older bundle's MahalanobisGate."""
+    from .gate import MahalanobisGate
+    from .population import PopulationGate
+
+    try:
+        return PopulationGate.load(path)
+    except BundleError:
+        try:
+            return MahalanobisGate.load(path)
+        except BundleError:
+            pass
+        raise
 
 
 def _check_numbers(directory: Path, manifest: dict[str, Any]) -> None:

@@ -390,6 +390,6 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False) 
 
     from .finalize import write_bundle
 
-    write_bundle(cfg, full, parts, outputs, timing, out)
+    write_bundle(cfg, full, parts, outputs, timing, out, images)
     shutil.rmtree(work, ignore_errors=True)
     return out

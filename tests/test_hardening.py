@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pneumo.predict import NOT_ASSESSED
+
 from corpus import CASE_NAMES, SECRETS, Case, build_corpus, names
 from pneumo.errors import BundleError, ImageError
 from pneumo.imageio import read_image
@@ -63,7 +65,10 @@ def json_lines(stdout: str) -> list[dict]:
 def assert_prediction(result, expected_size: tuple[int, int]) -> None:
     """The output contract of a successful prediction with a Grad-CAM heatmap."""
     assert 0.0 <= result.probability <= 1.0 and np.isfinite(result.probability)
-    assert result.label == ("PNEUMONIA" if result.probability >= result.threshold else "NORMAL")
+    if result.in_population:
+        assert result.label == ("PNEUMONIA" if result.probability >= result.threshold else "NORMAL")
+    else:  # the gate refused it: no verdict, and a reason for every refusal
+        assert result.label == NOT_ASSESSED and result.population_reasons
     assert np.isfinite(result.ood_score) and result.uncertainty >= 0.0
     assert result.needs_review == bool(result.reasons)
     heat = result.heatmap

@@ -83,7 +83,15 @@ def test_bundle_predictions_match_a_fresh_predictor(tiny_bundle):
     table = pd.read_csv(tiny_bundle / "predictions.csv")
     results = predictor.predict_batch(table.path.tolist())
     got = np.array([r.probability for r in results])
-    np.testing.assert_allclose(got, table.probability.to_numpy(), atol=2e-3)
+    # Compared as logits: the untrained tiny model's temperature sits near its 0.01 bound, so
+    # float32 noise of 1e-4 in a logit (another graph, other oneDNN kernels) moves a
+    # probability by 1e-2. The scaled logit z / T is what both sides threshold.
+    t = predictor.temperature
+    expected = table.logit.to_numpy() / t
+    got_z = np.log(np.clip(got, 1e-300, None)) - np.log1p(-np.clip(got, None, 1 - 1e-16))
+    finite = np.abs(expected) < 30  # beyond, float64 probabilities saturate
+    np.testing.assert_allclose(got_z[finite] * t, table.logit.to_numpy()[finite], atol=2e-3)
+    assert finite.sum() >= len(table) // 2
 
 
 def test_streaming_training_with_oversampling(tmp_path, synthetic_data):
