@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,21 @@ def refresh_hashes(root: Path) -> dict[str, Any]:
     manifest.pop("files", None)
     manifest.pop("bundle_format", None)
     return write_manifest(Path(root), manifest)
+
+
+def relative_to_bundle(root: Path, path: str | Path) -> str:
+    """How a bundle's CSVs store a film's path: relative to the bundle folder, so the tables
+    mean the same files whatever the working directory (absolute when on another drive)."""
+    try:
+        return os.path.relpath(Path(path).resolve(), Path(root).resolve())
+    except ValueError:  # Windows: another drive
+        return str(Path(path).resolve())
+
+
+def resolve_in_bundle(root: Path, path: str | Path) -> Path:
+    """A path read from a bundle's CSV, as a file on this machine (inverse of the above)."""
+    path = Path(path)
+    return path if path.is_absolute() else (Path(root) / path).resolve()
 
 
 def read_manifest(root: Path, verify: bool = True) -> dict[str, Any]:

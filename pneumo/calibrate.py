@@ -18,8 +18,10 @@ The arithmetic here is numpy + scikit-learn; `site_outputs` needs the Keras mode
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -179,3 +181,121 @@ def site_outputs(model, images: np.ndarray, batch: int = 32) -> tuple[np.ndarray
     if not feats:
         return np.empty((0, 0)), np.empty(0)
     return np.concatenate(feats), np.concatenate(logits)
+
+
+# --------------------------------------------------------------------------- the new bundle
+
+
+def read_site(data: str | Path, size: int) -> tuple[Any, np.ndarray]:
+    """The site's labelled films, preprocessed. Refuses the set if any film is unreadable
+    (all named): a calibration silently fitted on fewer films than the user gave is wrong."""
+    from .datasets import discover
+    from .errors import ImageError
+    from .preprocess import load_model_input
+
+    frame = discover(data, "evaluate")
+    check_site_labels(frame["label"].to_numpy())
+    images, bad = [], []
+    for path in frame["path"]:
+        try:
+            images.append(load_model_input(path, size))
+        except ImageError as exc:
+            bad.append(f"{Path(path).name}: {exc}")
+    if bad:
+        shown = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise DataError(f"{len(bad)} of {len(frame)} site films could not be read, so nothing "
+                        f"was calibrated. Fix or remove them: {shown}")
+    return frame, np.stack(images)
+
+
+def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Path,
+                     policy: str = "sensitivity", target_sensitivity: float = 0.95,
+                     cost_ratio: float = 3.0, adapt: str = "head", folds: int = 5,
+                     seed: int = 0, bootstrap: int = 1000) -> dict[str, Any]:
+    """Fit `model_dir` to the labelled films at `data`; write a new verified bundle `out_dir`.
+
+    Returns a summary: the cross-validated figures, the fitted threshold and temperature,
+    where they came from, and the gate's flag rate on the site films before/after its refit.
+    """
+    import datetime as dt
+    import shutil
+
+    import keras
+
+    from . import model as _model  # noqa: F401  registers the preprocessing layer
+    from .bundle import (MANIFEST, read_manifest, relative_to_bundle, sha256_file, write_json,
+                         write_manifest)
+    from .modelcard import model_card
+    from .model import LOGIT_LAYER, pooled_outputs
+    from .predict import load_gate
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if policy not in POLICIES:
+        raise DataError(f"--policy must be one of {POLICIES}, got {policy!r}")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise DataError(f"{out_dir} is not empty; choose a new folder for the calibrated bundle")
+    if out_dir.resolve() == model_dir.resolve():
+        raise DataError("--out must differ from --model: the original bundle is never changed")
+    manifest = read_manifest(model_dir, verify=True)
+    frame, images = read_site(data, int(manifest["image_size"]))
+    model = keras.models.load_model(model_dir / "model.keras", compile=False)
+    features, logits = site_outputs(model, images)
+    labels, groups = frame["label"].to_numpy(), frame["patient_id"].astype(str).to_numpy()
+    kwargs = dict(adapt=adapt, policy=policy, target_sensitivity=target_sensitivity,
+                  cost_ratio=cost_ratio)
+    cv = cross_validate(features, logits, labels, groups, folds, seed, bootstrap, **kwargs)
+    fit = fit_site(features, logits, labels, groups, seed=seed, **kwargs)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in manifest.get("files", {}):
+        if not name.startswith("saved_model/"):  # re-exported on demand; it would be stale
+            (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(model_dir / name, out_dir / name)
+    if fit.weights is not None:
+        dense = model.get_layer(LOGIT_LAYER)
+        dense.set_weights([fit.weights.reshape(-1, 1).astype(np.float32),
+                           np.array([fit.bias], np.float32)])
+        model.save(out_dir / "model.keras")
+
+    gate_summary: dict[str, Any] = {}
+    gate = load_gate(out_dir / "gate.npz")
+    if hasattr(gate, "set_cutoffs"):  # a population gate: the site's films are in population
+        pooled = pooled_outputs(model, gate.layer, images)
+        gate_summary["site_flag_rate_before"] = gate.flag_rate(pooled)
+        gate.set_cutoffs(pooled, f"site films {data}", keep_higher=True)
+        gate_summary["site_flag_rate_after"] = gate.flag_rate(pooled)
+        gate.save(out_dir / "gate.npz")
+
+    counts = {"NORMAL": int((labels == 0).sum()), "PNEUMONIA": int((labels == 1).sum())}
+    source = {"data": str(data), "n_per_class": counts, "n_patients": int(len(set(groups))),
+              "policy": policy, "adapt": adapt,
+              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "parent_bundle": str(model_dir), "parent_name": manifest.get("name"),
+              "parent_manifest_sha256": sha256_file(model_dir / MANIFEST)}
+    site = {"figures": "patient-grouped cross-validation on the site films: head, temperature "
+            "and threshold fitted on the other folds only", **source, **cv["metrics"],
+            "gate": gate_summary}
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    metrics.update(site=site, threshold=fit.threshold, temperature=fit.temperature,
+                   threshold_selection={**fit.selection, "site": source})
+    write_json(out_dir / "metrics.json", metrics)
+    table = frame[["path", "patient_id", "label"]].copy()
+    table["path"] = [relative_to_bundle(out_dir, p) for p in table["path"]]
+    table["probability"], table["fold"] = cv["probabilities"], cv["fold"]
+    table["decision"] = (cv["decision"] >= 0.5).astype(int)
+    table.to_csv(out_dir / "site_predictions.csv", index=False)
+
+    info = {k: v for k, v in manifest.items() if k not in ("files", "bundle_format")}
+    info.update(name=f"{manifest.get('name', model_dir.name)}-site", threshold=fit.threshold,
+                temperature=fit.temperature,
+                threshold_selection={**fit.selection, "site": source},
+                headline_site={k: cv["metrics"][k] for k in
+                               ("auc", "accuracy", "sensitivity", "specificity")},
+                calibrated_from=source)
+    if "gate" in info and hasattr(gate, "describe"):
+        info["gate"] = {"file": "gate.npz", **gate.describe()}
+    (out_dir / "MODEL_CARD.md").write_text(model_card(info, metrics))
+    write_manifest(out_dir, info)
+    read_manifest(out_dir, verify=True)  # what was written verifies, or this raises
+    return {"bundle": str(out_dir), "threshold": fit.threshold, "temperature": fit.temperature,
+            "site": site}

@@ -55,6 +55,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import calibrate_bundle
+
+    summary = calibrate_bundle(args.model, args.data, args.out, args.policy,
+                               args.target_sensitivity, args.cost_ratio, args.adapt, args.folds,
+                               args.seed, args.bootstrap)
+    site = summary["site"]
+    print(f"calibrated {args.model} on {args.data} ({site['n_per_class']}); threshold "
+          f"{summary['threshold']:.4f}, temperature {summary['temperature']:.3f}", file=sys.stderr)
+    print(f"cross-validated by patient ({site['folds']} folds): AUC {site['auc']:.4f}, accuracy "
+          f"{site['accuracy']:.4f}, sensitivity {site['sensitivity']:.4f}, specificity "
+          f"{site['specificity']:.4f}", file=sys.stderr)
+    from .bundle import json_ready
+
+    print(json.dumps(json_ready(summary)))
+    return 0
+
+
+def cmd_refit_gate(args: argparse.Namespace) -> int:
+    from .gatefit import refit_gate
+
+    print(json.dumps(refit_gate(args.model, args.adult_data, args.percentile)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pneumo", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +100,28 @@ def build_parser() -> argparse.ArgumentParser:
                    "detector")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("calibrate", help="fit a bundle to a site's labelled films (new bundle)")
+    p.add_argument("--model", required=True, help="bundle to start from (left unchanged)")
+    p.add_argument("--data", required=True, help="the site's labelled films, any layout")
+    p.add_argument("--out", required=True, help="new bundle folder to write")
+    p.add_argument("--policy", choices=["sensitivity", "youden", "cost"], default="sensitivity")
+    p.add_argument("--target-sensitivity", type=float, default=0.95)
+    p.add_argument("--cost-ratio", type=float, default=3.0,
+                   help="policy cost: a missed pneumonia costs this many false alarms")
+    p.add_argument("--adapt", choices=["head", "none"], default="head",
+                   help="head: refit the last layer on the site films; none: threshold and "
+                   "temperature only")
+    p.add_argument("--folds", type=int, default=5, help="patient-grouped CV folds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("refit-gate", help="refit a bundle's out-of-population gate in place")
+    p.add_argument("--model", required=True)
+    p.add_argument("--adult-data", help="adult chest films (folder or CSV) for the adult detector")
+    p.add_argument("--percentile", type=float, default=99.5)
+    p.set_defaults(func=cmd_refit_gate)
 
     from . import commands  # the serving-side commands live beside the library they call
 

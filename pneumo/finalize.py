@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .bundle import write_json, write_manifest
+from .bundle import relative_to_bundle, write_json, write_manifest
 from .config import Config
 from .datasets import CLASS_NAMES
 from .export import export_saved_model
-from .population import PopulationGate
+from .gatefit import fit_gate
 from .metrics import (apply_temperature, choose_threshold, fit_temperature, reliability_curve,
                       summary_metrics)
 from .model import build_model, pooled_outputs
@@ -46,26 +46,11 @@ def save_portable_model(model: keras.Model, cfg: Config, path: Path) -> keras.Mo
     return twin
 
 
-def fit_gate(model: keras.Model, train_images: np.ndarray, val_images: np.ndarray,
-             adult_data: str | Path | None, percentile: float) -> PopulationGate:
-    """The out-of-population gate of a bundle: pooled conv4 features of the training films
-    (reference), cut-offs on the validation films, and adult films when `adult_data` is given."""
-    from .datasets import image_paths
-    from .model import gate_layer, pooled_outputs
-    from .preprocess import load_model_input
-
-    layer = gate_layer(model)
-    adults = None
-    if adult_data:
-        size = int(model.input_shape[1])
-        adults = pooled_outputs(model, layer, np.stack(
-            [load_model_input(p, size) for p in image_paths(adult_data)]))
-    return PopulationGate.fit(layer, pooled_outputs(model, layer, train_images),
-                              pooled_outputs(model, layer, val_images), adults, percentile)
-
-
-def prediction_table(part: pd.DataFrame, logits: np.ndarray, temperature: float) -> pd.DataFrame:
+def prediction_table(part: pd.DataFrame, logits: np.ndarray, temperature: float,
+                     root: Path) -> pd.DataFrame:
+    """path (relative to the bundle `root`), patient_id, label, logit, probability."""
     table = part[["path", "patient_id", "label"]].copy()
+    table["path"] = [relative_to_bundle(root, p) for p in table["path"]]
     table["logit"] = logits.astype(float)
     table["probability"] = apply_temperature(logits, temperature)
     return table
@@ -78,12 +63,16 @@ def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame]
     held_out = "test" if "test" in outputs and len(parts["test"]) else "val"
     val_labels = parts["val"]["label"].to_numpy()
     temperature = (fit_temperature(val_labels, outputs["val"][1]) if cfg.eval.calibrate else 1.0)
-    val = prediction_table(parts["val"], outputs["val"][1], temperature)
+    val = prediction_table(parts["val"], outputs["val"][1], temperature, out)
     threshold, how = choose_threshold(val_labels, val["probability"].to_numpy(),
                                       cfg.eval.threshold_method, cfg.eval.sensitivity_target)
     how["chosen_on"] = "val"
-    test = prediction_table(parts[held_out], outputs[held_out][1], temperature)
+    test = prediction_table(parts[held_out], outputs[held_out][1], temperature, out)
 
+    if images is None:  # decoded again when the caller did not keep them
+        from .pipeline import frame_images
+
+        images = {s: frame_images(p, cfg.data.image_size) for s, p in parts.items() if len(p)}
     # The gate reads the float32 model that serves, not the (maybe bfloat16) one that trained.
     portable = save_portable_model(model, cfg, out / "model.keras")
     gate = fit_gate(portable, images["train"], images["val"], cfg.train.gate_adult_data,

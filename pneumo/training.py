@@ -27,6 +27,7 @@ import pandas as pd
 import tensorflow as tf
 
 from .augment import augment_image, build_augmenter
+from .bundle import relative_to_bundle, resolve_in_bundle
 from .config import Config, StageConfig, save_config
 from .datasets import class_weights, discover, limit_per_class, split_by_patient
 from .errors import ConfigError, DataError
@@ -62,13 +63,16 @@ def prepare_split(cfg: Config, data: str | Path, out: Path) -> pd.DataFrame:
     """Discover the data, take the configured slice, split by patient; reuse split.csv on resume."""
     split_path = out / "split.csv"
     if split_path.is_file():
-        return pd.read_csv(split_path, dtype={"patient_id": str})
+        frame = pd.read_csv(split_path, dtype={"patient_id": str})
+        frame["path"] = [str(resolve_in_bundle(out, p)) for p in frame["path"]]
+        return frame
     frame = limit_per_class(discover(data, "train"), cfg.data.limit_per_class, cfg.data.seed)
     frame = split_by_patient(frame, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.seed)
     for split in ("train", "val"):
         if frame.loc[frame.split == split, "label"].nunique() < 2:
             raise DataError(f"the {split} split needs both classes; add data or change fractions")
-    frame.to_csv(split_path, index=False)
+    stored = frame.assign(path=[relative_to_bundle(out, p) for p in frame["path"]])
+    stored.to_csv(split_path, index=False)
     return frame
 
 

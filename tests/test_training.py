@@ -79,9 +79,11 @@ def test_bundle_predictions_match_a_fresh_predictor(tiny_bundle):
     """predictions.csv (written at training time) equals what a user's Predictor says."""
     from pneumo import Predictor
 
+    from pneumo.bundle import resolve_in_bundle
+
     predictor = Predictor.load(tiny_bundle)
     table = pd.read_csv(tiny_bundle / "predictions.csv")
-    results = predictor.predict_batch(table.path.tolist())
+    results = predictor.predict_batch([str(resolve_in_bundle(tiny_bundle, p)) for p in table.path])
     got = np.array([r.probability for r in results])
     # Compared as logits: the untrained tiny model's temperature sits near its 0.01 bound, so
     # float32 noise of 1e-4 in a logit (another graph, other oneDNN kernels) moves a
@@ -92,6 +94,18 @@ def test_bundle_predictions_match_a_fresh_predictor(tiny_bundle):
     finite = np.abs(expected) < 30  # beyond, float64 probabilities saturate
     np.testing.assert_allclose(got_z[finite] * t, table.logit.to_numpy()[finite], atol=2e-3)
     assert finite.sum() >= len(table) // 2
+
+
+def test_bundle_csv_paths_resolve_from_any_working_directory(tiny_bundle, tmp_path, monkeypatch):
+    """A bundle's tables name films relative to the bundle: the same files from anywhere."""
+    from pneumo.bundle import resolve_in_bundle
+
+    monkeypatch.chdir(tmp_path)  # somewhere the relative paths would not resolve by accident
+    for name in ("split.csv", "predictions.csv", "val_predictions.csv"):
+        paths = pd.read_csv(tiny_bundle / name)["path"]
+        assert len(paths) > 0 and not any(Path(p).is_absolute() for p in paths)
+        assert all(resolve_in_bundle(tiny_bundle, p).is_file() for p in paths), name
+        assert not any(Path(p).is_file() for p in paths), "resolved against the CWD by accident"
 
 
 def test_streaming_training_with_oversampling(tmp_path, synthetic_data):

@@ -1,0 +1,72 @@
+"""Fitting a bundle's out-of-population gate (`pneumo.population`) from its own films.
+
+Used by the trainer when it writes a bundle, and by `python -m pneumo refit-gate` to give an
+existing bundle the current gate (the features it reads come from the bundle's float32 model).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+
+from .population import PopulationGate
+
+
+def fit_gate(model: keras.Model, train_images: np.ndarray, val_images: np.ndarray,
+             adult_data: str | Path | None, percentile: float) -> PopulationGate:
+    """The out-of-population gate of a bundle: pooled conv4 features of the training films
+    (reference), cut-offs on the validation films, and adult films when `adult_data` is given."""
+    from .datasets import image_paths
+    from .model import gate_layer, pooled_outputs
+    from .preprocess import load_model_input
+
+    layer = gate_layer(model)
+    adults = None
+    if adult_data:
+        size = int(model.input_shape[1])
+        adults = pooled_outputs(model, layer, np.stack(
+            [load_model_input(p, size) for p in image_paths(adult_data)]))
+    return PopulationGate.fit(layer, pooled_outputs(model, layer, train_images),
+                              pooled_outputs(model, layer, val_images), adults, percentile)
+
+
+def _split_paths(model_dir: Path, split: pd.DataFrame, name: str) -> list[str]:
+    """Films of one split: relative to the bundle, or (bundles written before pneumo stored
+    bundle-relative paths) to the working directory."""
+    from .bundle import resolve_in_bundle
+    from .errors import DataError
+
+    paths = []
+    for p in split.loc[split["split"] == name, "path"]:
+        here = resolve_in_bundle(model_dir, p)
+        paths.append(str(here if here.is_file() else Path(p)))
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise DataError(f"{len(missing)} {name} films of {model_dir}/split.csv are not on this "
+                        f"machine (first: {missing[0]}); the gate needs the training films")
+    return paths
+
+
+def refit_gate(model_dir: str | Path, adult_data: str | Path | None = None,
+               percentile: float = 99.5) -> dict[str, Any]:
+    """Refit `model_dir`'s gate on its training films (split.csv) and update the manifest."""
+    from . import model as _model  # noqa: F401  registers the preprocessing layer
+    from .bundle import read_manifest, write_manifest
+    from .pipeline import load_images
+
+    model_dir = Path(model_dir)
+    manifest = read_manifest(model_dir, verify=True)
+    split = pd.read_csv(model_dir / "split.csv", dtype={"patient_id": str})
+    size = int(manifest["image_size"])
+    model = keras.models.load_model(model_dir / "model.keras", compile=False)
+    images = {s: load_images(_split_paths(model_dir, split, s), size) for s in ("train", "val")}
+    gate = fit_gate(model, images["train"], images["val"], adult_data, percentile)
+    gate.save(model_dir / "gate.npz")
+    info = {k: v for k, v in manifest.items() if k not in ("files", "bundle_format")}
+    info["gate"] = {"file": "gate.npz", **gate.describe()}
+    write_manifest(model_dir, info)
+    return {"bundle": str(model_dir), "gate": gate.describe()}
