@@ -13,19 +13,15 @@ from app import state
 
 HERE = Path(__file__).resolve().parent
 FAVICON = HERE / "app" / "favicon.png"  # shipped: offline hospital networks cannot fetch one
-# On a phone Streamlit stacks every column; rows whose every column holds a metric (and no
-# nested row) stay side by side, so pairs read as pairs; charts may not overflow the screen.
+# On a phone Streamlit stacks every column; rows of metrics made with state.metric_columns
+# (keyed "pair-…") stay side by side, so pairs read as pairs; charts may not overflow.
 PHONE_CSS = """<style>
 @media (max-width: 640px) {
-  [data-testid="stHorizontalBlock"]:not(
-      :has(> [data-testid="stColumn"]:not(:has([data-testid="stMetric"])))):not(
-      :has([data-testid="stHorizontalBlock"])) {
+  [class*="st-key-pair-"] [data-testid="stHorizontalBlock"] {
     flex-wrap: nowrap !important; gap: 0.75rem !important; }
-  [data-testid="stHorizontalBlock"]:not(
-      :has(> [data-testid="stColumn"]:not(:has([data-testid="stMetric"])))):not(
-      :has([data-testid="stHorizontalBlock"])) > [data-testid="stColumn"] {
+  [class*="st-key-pair-"] [data-testid="stColumn"] {
     min-width: 0 !important; flex: 1 1 0 !important; width: auto !important; }
-  [data-testid="stMetricValue"] { font-size: 1.6rem !important; }
+  [class*="st-key-pair-"] [data-testid="stMetricValue"] { font-size: 1.6rem !important; }
   [data-testid="stPlotlyChart"] { max-width: 100% !important; overflow: hidden; }
 }
 </style>"""

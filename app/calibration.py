@@ -23,7 +23,7 @@ def main() -> None:
     ece = expected_calibration_error(y, p, n_bins)
     brier = float(np.mean((p - y) ** 2))
     temperature = bundle.manifest.get("temperature")
-    cols = st.columns(3)
+    cols = state.metric_columns(3, "calibration")
     cols[0].metric("ECE", state.fmt(ece), help="Expected calibration error: the average gap "
                    "between predicted and observed pneumonia rate, weighted by bin size. "
                    "0 is perfect.")

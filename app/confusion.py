@@ -45,11 +45,11 @@ def main() -> None:
                         width="stretch", key="confusion")
     with right:
         for row in range(0, len(LABELS), 2):
-            cols = st.columns(2)  # pairs stay side by side, also on a phone (see app CSS)
+            cols = state.metric_columns(2, f"confusion-{row}")  # pairs, also on a phone
             for col, (key, (label, help_text)) in zip(cols, list(LABELS.items())[row:row + 2]):
                 col.metric(label, state.fmt(m[key]), help=help_text)
         st.markdown(f"**At a prevalence of {prevalence:.1%}**")
-        cols = st.columns(2)
+        cols = state.metric_columns(2, "prevalence")
         cols[0].metric("PPV", state.fmt(m["ppv_at_prevalence"]),
                        help="Chance that a flagged film has pneumonia, at this prevalence.")
         cols[1].metric("NPV", state.fmt(m["npv_at_prevalence"]),

@@ -30,12 +30,12 @@ def main() -> None:
     films = f"{view.name}, n = {view.n}"
     auc_text = f"AUC {state.fmt(rank['auc'])}{state.fmt_ci(rank['auc_ci'])}"
     ap_text = f"AP {state.fmt(rank['pr_auc'])}"
-    row = st.columns(2)
+    row = state.metric_columns(2, "auc")
     row[0].metric("ROC AUC", state.fmt(rank["auc"]),
                   help="Chance that a random pneumonia film scores above a random normal one.")
     row[1].metric("AUC 95% CI", state.fmt_range(rank["auc_ci"]),
                   help="Percentile bootstrap over the films (1,000 resamples).")
-    row = st.columns(2)
+    row = state.metric_columns(2, "operating-point")
     row[0].metric("Sensitivity", state.fmt(m["sensitivity"]))
     row[1].metric("Specificity", state.fmt(m["specificity"]))
     left, right = st.columns(2)

@@ -81,11 +81,11 @@ def _run(named: list[tuple[str, bytes]], bundle):
 
 def _headline(ev, bundle, metrics: dict) -> None:
     fmt, ci = state.fmt, state.fmt_ci
-    cols = st.columns(2)
+    cols = state.metric_columns(2, "eval-auc")
     cols[0].metric("ROC AUC", fmt(metrics["auc"]), help="95% CI " + state.fmt_range(
         metrics["auc_ci"]) + " (bootstrap over the films)")
     cols[1].metric("Accuracy", fmt(metrics["accuracy"]))
-    cols = st.columns(2)
+    cols = state.metric_columns(2, "eval-operating-point")
     cols[0].metric("Sensitivity", fmt(metrics["sensitivity"]),
                    help="95% CI " + state.fmt_range(metrics["sensitivity_ci"]))
     cols[1].metric("Specificity", fmt(metrics["specificity"]),

@@ -21,8 +21,8 @@ def headline() -> None:
     head = bundle.manifest.get("headline") or {}
     n = ((bundle.manifest.get("training_data") or {}).get("counts") or {}).get("test") or {}
     keys = ("auc", "sensitivity", "specificity", "accuracy")
-    for row in (keys[:2], keys[2:]):
-        cols = st.columns(2)
+    for k, row in enumerate((keys[:2], keys[2:])):
+        cols = state.metric_columns(2, f"home-{k}")
         for col, key in zip(cols, row):
             col.metric(key.upper() if key == "auc" else key.capitalize(),
                        state.fmt(head.get(key)))

@@ -256,6 +256,12 @@ def _bundle_facts(manifest: dict[str, Any]) -> None:
     st.caption(f"Decision threshold {fmt(manifest.get('threshold'), 4)}")
 
 
+def metric_columns(n: int, key: str) -> list:
+    """`n` columns for a row of metrics: kept side by side on a phone (streamlit_app.py's CSS
+    matches the `pair-` key), where plain columns stack one under another."""
+    return st.container(key=f"pair-{key}").columns(n)
+
+
 def fmt(value: Any, digits: int = 3) -> str:
     """A metric for display: nan/None -> "n/a"."""
     try:
@@ -356,4 +362,4 @@ def data_selector(bundle: Bundle, page: str) -> DataView:
 
 __all__ = ["Bundle", "BundleError", "DataError", "find_bundles", "get_predictor", "load_bundle",
            "models_root", "require_bundle", "sidebar", "threshold_control", "cached_prediction",
-           "DataView", "data_selector", "evaluations", "store_evaluation"]
+           "DataView", "data_selector", "evaluations", "store_evaluation", "metric_columns"]

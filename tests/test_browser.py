@@ -265,8 +265,14 @@ def test_own_films_and_compare_in_browser(two_model_page, two_models, real_films
     tab.goto(url)
     tab.get_by_test_id("stSidebarNav").get_by_role("link", name="Evaluate on your films").click()
     tab.get_by_role("heading", name="Evaluate on your own films").first.wait_for()
+    # Record whether a progress bar shows while scoring (an observer: no race with its end).
+    tab.evaluate("""() => { window.sawProgress = false;
+        new MutationObserver(() => { if (document.querySelector('[data-testid="stProgress"]'))
+            window.sawProgress = true; }).observe(document.body, {childList: true,
+                                                                  subtree: true}); }""")
     tab.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(str(archive))
     page_auc = float(_metric(tab, "ROC AUC"))
+    assert tab.evaluate("() => window.sawProgress")
     tab.get_by_text(f"{2 * N_PER_CLASS} films of").first.wait_for()
     assert not tab.get_by_test_id("stException").count()
     tab.screenshot(path=str(tmp_path / "evaluate.png"), full_page=True)
@@ -287,3 +293,32 @@ def test_own_films_and_compare_in_browser(two_model_page, two_models, real_films
     cmp = _cli_json("compare", "--model", two_models / "default", "--model",
                     two_models / "tiny", "--data", folder, "--bootstrap", "200")
     assert float(diff) == pytest.approx(cmp["auc_difference"]["auc_difference"], abs=2e-4)
+
+
+def test_phone_layout(browser, server, xray, tmp_path):
+    """390 x 844 (a phone): Home's figures in the first screen, metric pairs side by side, the
+    gauge inside the screen."""
+    tab = browser.new_page(viewport={"width": 390, "height": 844})
+    tab.set_default_timeout(120_000)
+    try:
+        tab.goto(server)
+        auc = tab.get_by_test_id("stMetric").filter(has_text="AUC").first
+        sens = tab.get_by_test_id("stMetric").filter(has_text="Sensitivity").first
+        auc.wait_for()
+        a, b = auc.bounding_box(), sens.bounding_box()
+        assert a["y"] + a["height"] <= 844, a  # within the first screen
+        assert abs(a["y"] - b["y"]) < 2 and b["x"] > a["x"] + a["width"] - 1  # side by side
+        tab.goto(f"{server}/predict")
+        tab.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(str(xray))
+        tab.get_by_test_id("stMetric").filter(has_text="Pneumonia probability").or_(
+            tab.get_by_text("Show the model's score anyway")).first.wait_for()
+        if tab.get_by_text("Show the model's score anyway").count():
+            tab.get_by_text("Show the model's score anyway").click()
+        gauge = tab.get_by_test_id("stPlotlyChart").first
+        gauge.wait_for()
+        gauge.locator(".main-svg").first.wait_for()
+        box = gauge.locator(".main-svg").first.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+        tab.screenshot(path=str(tmp_path / "phone.png"))
+    finally:
+        tab.close()
