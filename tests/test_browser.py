@@ -173,6 +173,10 @@ def test_metric_pages_render_in_browser(server, page, tmp_path):
         page.get_by_role("heading", name=heading).first.wait_for()
         assert not page.get_by_test_id("stException").count(), path
     page.screenshot(path=str(tmp_path / "model-card.png"), full_page=True)
+    # The favicon is shipped, not fetched: offline hospital networks cannot reach a CDN.
+    icons = page.evaluate("() => [...document.querySelectorAll('link[rel*=icon]')]"
+                          ".map(l => l.href)")
+    assert icons and all(h.startswith((server, "data:")) for h in icons), icons
 
 
 # ----------------------------------------------------------------------------- own films, compare
