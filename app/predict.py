@@ -143,7 +143,8 @@ def render_prediction(data: bytes, name: str, predictor, cam: str = "Grad-CAM",
     if result.image.technical:
         with st.expander("Technical DICOM tags (identifying tags are never read out)"):
             st.json(result.image.technical)
-    _downloads(gray, blended, result, predictor, method)
+    _downloads(gray, blended, result, predictor, method,
+               state.analysed_at(predictor, data, CAMS[method]))
     return result
 
 
@@ -155,7 +156,7 @@ def _heatmap(blended: np.ndarray, heatmap: np.ndarray, method: str) -> None:
         st.warning(OUTSIDE_NOTE, icon=":material/warning:")
 
 
-def _downloads(gray, blended, result, predictor, method: str) -> None:
+def _downloads(gray, blended, result, predictor, method: str, when: dt.datetime) -> None:
     from pneumo.report import build_report_pdf, build_report_png, bundle_hash
 
     assessed = verdict.is_assessed(result)
@@ -165,8 +166,7 @@ def _downloads(gray, blended, result, predictor, method: str) -> None:
               method=method if blended is not None else None,
               flags=verdict.review_reasons(result) if assessed
               else verdict.population_reasons(result),
-              assessed=assessed, analysed_at=dt.datetime.now(dt.timezone.utc).replace(microsecond=0),
-              model_hash=bundle_hash(predictor.directory))
+              assessed=assessed, analysed_at=when, model_hash=bundle_hash(predictor.directory))
     d1, d2, _ = st.columns([1, 1, 2])
     d1.download_button("Download report (PDF)", lambda: build_report_pdf(*args, **kw),
                        file_name="pneumo-report.pdf", mime="application/pdf",

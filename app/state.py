@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -167,16 +168,28 @@ def get_predictor(bundle: Bundle):
 def cached_prediction(predictor, data: bytes, name: str, cam: str):
     """predictor.predict(data) memoised per session (a slider move must not re-run the model).
 
-    Keeps the last few results only; raises pneumo errors like `predict` does.
+    Keeps the last few results only, with the time each was analysed (`analysed_at`); raises
+    pneumo errors like `predict` does.
     """
     store: OrderedDict = st.session_state.setdefault("_predictions", OrderedDict())
-    key = (hashlib.sha256(data).hexdigest(), str(predictor.directory), cam)
+    key = _prediction_key(predictor, data, cam)
     if key not in store:
-        store[key] = predictor.predict(data, cam=cam, name=name)
+        result = predictor.predict(data, cam=cam, name=name)
+        store[key] = (result, dt.datetime.now(dt.timezone.utc).replace(microsecond=0))
         while len(store) > 4:
             store.popitem(last=False)
     store.move_to_end(key)
-    return store[key]
+    return store[key][0]
+
+
+def analysed_at(predictor, data: bytes, cam: str) -> dt.datetime:
+    """When `cached_prediction` analysed these bytes (now, if it did not)."""
+    entry = st.session_state.get("_predictions", {}).get(_prediction_key(predictor, data, cam))
+    return entry[1] if entry else dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+def _prediction_key(predictor, data: bytes, cam: str) -> tuple:
+    return hashlib.sha256(data).hexdigest(), str(predictor.directory), cam
 
 
 def threshold_control(bundle: Bundle, page: str, label: str = "Decision threshold") -> float:
