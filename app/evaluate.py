@@ -180,9 +180,13 @@ def _gallery(ev, bundle, threshold: float) -> None:
         for k, row in enumerate(shown.itertuples()):
             shown = _thumbnail(ev, row.path, predictor)
             with cols[k % 4]:
-                caption = (f"{row.error} · p = {verdict.format_probability(row.probability)}"
-                           + ("" if row.assessed else " · outside the population")
-                           + (" · heat off the lungs" if shown and shown[1] else "")
+                # A film the gate flags gets no call, so it is no "false positive" either.
+                score = verdict.format_probability(row.probability)
+                truth = "PNEUMONIA" if row.label == 1 else "NORMAL"
+                head = (f"{row.error} · p = {score}" if row.assessed else
+                        f"not assessed (outside the population) · truly {truth} · score "
+                        f"{score}, not valid")
+                caption = (head + (" · heat off the lungs" if shown and shown[1] else "")
                            + f" · {row.path.split('/')[-1]}")
                 if shown is None:
                     st.caption(caption + " (could not be re-read)")

@@ -262,8 +262,9 @@ def _bundle_facts(manifest: dict[str, Any]) -> None:
             f"{split} {c.get('images', '?')} / {c.get('patients', '?')} / "
             f"{c.get('pneumonia', '?')}" for split, c in counts.items()))
     head = manifest.get("headline") or {}
+    n_test = (counts.get("test") or {}).get("images")
     if head:
-        st.caption("Held-out test set: " + " · ".join(
+        st.caption(f"Held-out test set{f' ({n_test} films)' if n_test else ''}: " + " · ".join(
             f"{k.upper() if k == 'auc' else k} {v:.3f}" for k, v in head.items()
             if isinstance(v, (int, float))))
     st.caption(f"Decision threshold {fmt(manifest.get('threshold'), 4)}")
