@@ -442,3 +442,11 @@ def test_training_time_breakdown_adds_up():
                                    "other (splitting, set-up)"]
     assert table["seconds"].sum() == pytest.approx(3747.6)
     assert time_breakdown({"stages": []}).empty
+
+
+def test_several_zips_uploaded_together_make_one_set():
+    up = labelled_films([("part1.zip", make_zip({"NORMAL/a.png": b"1"})),
+                         ("part2.zip", make_zip({"PNEUMONIA/b.png": b"2"})),
+                         ("c.png", b"3")])
+    assert names(up) == [("part1.zip/NORMAL/a.png", 0), ("part2.zip/PNEUMONIA/b.png", 1)]
+    assert up.source == "part1.zip, part2.zip, c.png" and "no label" in problems(up)["c.png"]
