@@ -275,6 +275,8 @@ def _results(ev, bundle) -> None:
     st.page_link("app/confusion.py", label="Open these films on the metric pages (Confusion "
                  "matrix, ROC & PR, Calibration: pick them under Films)",
                  icon=":material/grid_view:")
+    st.page_link("app/compare.py", label="Compare another model on these films",
+                 icon=":material/compare_arrows:")
     threshold = state.threshold_control(bundle, "evaluate")
     st.download_button("Download per-film results (CSV)", results_csv(ev.table, threshold),
                        file_name="pneumo-evaluation.csv", mime="text/csv",
