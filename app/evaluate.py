@@ -222,9 +222,28 @@ def _calibrate_offer(ev, bundle) -> None:
             _calibrate(ev, bundle, name, policy, target)
 
 
+def write_site_manifest(ev, folder) -> "Path":
+    """The films of `ev` that were scored, as files plus a CSV manifest `path,label,patient_id`
+    in `folder` (what `pneumo calibrate` reads; patients kept, so its CV groups them)."""
+    from pathlib import Path
+
+    scored = set(ev.table["path"])
+    rows = []
+    for k, film in enumerate(f for f in ev.films if f.name in scored):
+        src = film.source()
+        data = src if isinstance(src, bytes) else Path(src).read_bytes()
+        target = Path(folder) / "films" / f"{k:05d}{Path(film.name).suffix.lower()}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        rows.append((target.relative_to(folder).as_posix(), film.label, film.patient_id))
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", ev.name)[:60] or "site"
+    manifest = Path(folder) / f"{stem}.csv"
+    pd.DataFrame(rows, columns=["path", "label", "patient_id"]).to_csv(manifest, index=False)
+    return manifest
+
+
 def _calibrate(ev, bundle, name: str, policy: str, target: float) -> None:
     import tempfile
-    from pathlib import Path
 
     from pneumo.calibrate import calibrate_bundle
 
@@ -237,17 +256,16 @@ def _calibrate(ev, bundle, name: str, policy: str, target: float) -> None:
                  "name.")
         return
     try:
-        with tempfile.TemporaryDirectory() as tmp, st.spinner("Calibrating…"):
-            for k, film in enumerate(ev.films):  # the films as class folders on disk
-                folder = Path(tmp) / ("PNEUMONIA" if film.label else "NORMAL")
-                folder.mkdir(exist_ok=True)
-                src = film.source()
-                data = src if isinstance(src, bytes) else Path(src).read_bytes()
-                (folder / f"{k:05d}_{Path(film.name).name}").write_bytes(data)
-            summary = calibrate_bundle(bundle.path, tmp, out, policy=policy,
-                                       target_sensitivity=target)
+        with tempfile.TemporaryDirectory() as tmp, st.spinner(
+                f"Calibrating on {ev.n} films (loads the model, cross-validates)…"):
+            summary = calibrate_bundle(bundle.path, write_site_manifest(ev, tmp), out,
+                                       policy=policy, target_sensitivity=target)
     except (PneumoError, OSError) as exc:
         st.error(f"Calibration failed: {verdict.user_message(exc)}")
+        return
+    except Exception as exc:  # keep serving; the active bundle is untouched either way
+        logging.getLogger(__name__).exception("calibration failed")
+        st.error(f"Calibration failed ({type(exc).__name__}); the active bundle is unchanged.")
         return
     st.success(f"New bundle written to `{out}`: pick **{name}** in the sidebar. The active "
                "bundle is unchanged.")

@@ -241,10 +241,14 @@ def test_calibrate_offer_writes_a_new_bundle_never_the_active_one(serve, tiny_bu
 
     def calibrate_bundle(model_dir, data, out_dir, policy="sensitivity",
                          target_sensitivity=0.95):
-        data = Path(data)
+        from pneumo.datasets import discover
+
+        frame = discover(data, "evaluate")  # what the real one reads
+        assert all(Path(p).is_file() for p in frame["path"])
         calls.append({"model": Path(model_dir), "out": Path(out_dir), "policy": policy,
-                      "normal": len(list((data / "NORMAL").iterdir())),
-                      "pneumonia": len(list((data / "PNEUMONIA").iterdir()))})
+                      "normal": int((frame["label"] == 0).sum()),
+                      "pneumonia": int((frame["label"] == 1).sum()),
+                      "patients": frame["patient_id"].nunique()})
         shutil.copytree(model_dir, out_dir)
         return {"threshold": 0.42, "policy": policy}
 
@@ -267,7 +271,8 @@ def test_calibrate_offer_writes_a_new_bundle_never_the_active_one(serve, tiny_bu
     at.button(key="cal_go").click().run()
     assert not at.exception, problems(at)
     assert calls == [{"model": models / "active", "out": models / "recalibrated",
-                      "policy": "sensitivity", "normal": 24, "pneumonia": 24}]
+                      "policy": "sensitivity", "normal": 24, "pneumonia": 24,
+                      "patients": 24}]  # two films per synthetic patient, kept together
     assert any("New bundle written" in s.value for s in at.success)
     after = {p.name: p.read_bytes() for p in (models / "active").iterdir() if p.is_file()}
     assert after == before
@@ -301,3 +306,26 @@ def test_compare_upload_without_labels_explains(serve, two_bundles):
         [("x.png", colour_photo(), "image/png")]).run()
     assert not at.exception
     assert any("cannot be evaluated" in e.value for e in at.error)
+
+
+def test_calibrate_offer_with_the_real_command(serve, tiny_bundle, tmp_path):
+    """End to end with `pneumo.calibrate`: 32 films a class (it needs 30), a new bundle that
+    verifies, the active one unchanged."""
+    from conftest import write_synthetic_xrays
+    from pneumo.bundle import read_manifest
+
+    films = write_synthetic_xrays(tmp_path / "site", per_class=32, seed=3)
+    models = tmp_path / "models"
+    shutil.copytree(tiny_bundle, models / "active")
+    before = (models / "active" / "manifest.json").read_bytes()
+    at = serve(models).run()
+    at.switch_page("app/evaluate.py").run()
+    at.file_uploader(key="eval_upload").set_value(
+        [("site.zip", zip_folder(films), "application/zip")]).run()
+    at.text_input(key="cal_name").set_value("site-fitted").run()
+    at.button(key="cal_go").click().run()
+    assert not problems(at)
+    assert any("New bundle written" in s.value for s in at.success)
+    written = read_manifest(models / "site-fitted", verify=True)
+    assert written["calibrated_from"]["n_per_class"] == {"NORMAL": 32, "PNEUMONIA": 32}
+    assert (models / "active" / "manifest.json").read_bytes() == before
