@@ -269,7 +269,18 @@ def _calibrate(ev, bundle, name: str, policy: str, target: float) -> None:
         return
     st.success(f"New bundle written to `{out}`: pick **{name}** in the sidebar. The active "
                "bundle is unchanged.")
-    st.json(summary)
+    site = summary.get("site") or {}
+    if site.get("n"):
+        fmt, ci = state.fmt, state.fmt_ci
+        st.markdown(
+            f"New threshold **{fmt(summary.get('threshold'), 4)}** (temperature "
+            f"{fmt(summary.get('temperature'), 3)}). Cross-validated on these {site['n']} films "
+            f"(grouped by {site.get('grouped_by', 'patient')}; each fold fitted on the others): "
+            f"AUC {fmt(site.get('auc'))}{ci(site.get('auc_ci'))}, sensitivity "
+            f"{fmt(site.get('sensitivity'))}{ci(site.get('sensitivity_ci'))}, specificity "
+            f"{fmt(site.get('specificity'))}{ci(site.get('specificity_ci'))}.")
+    with st.expander("Everything `pneumo calibrate` reported"):
+        st.json(summary)
 
 
 def _results(ev, bundle) -> None:

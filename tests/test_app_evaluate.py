@@ -326,6 +326,7 @@ def test_calibrate_offer_with_the_real_command(serve, tiny_bundle, tmp_path):
     at.button(key="cal_go").click().run()
     assert not problems(at)
     assert any("New bundle written" in s.value for s in at.success)
+    assert any("Cross-validated on these 64 films" in m.value for m in at.markdown)
     written = read_manifest(models / "site-fitted", verify=True)
     assert written["calibrated_from"]["n_per_class"] == {"NORMAL": 32, "PNEUMONIA": 32}
     assert (models / "active" / "manifest.json").read_bytes() == before
