@@ -279,6 +279,12 @@ def test_own_films_and_compare_in_browser(two_model_page, two_models, real_films
     assert tab.evaluate("() => window.sawProgress")
     tab.get_by_text(f"{2 * N_PER_CLASS} films of").first.wait_for()
     assert not tab.get_by_test_id("stException").count()
+    mistakes = tab.get_by_test_id("stImage").filter(has_text="false ")  # the error gallery
+    if mistakes.count() or tab.get_by_text("false positives").count():
+        thumb = mistakes.first.locator("img")
+        thumb.wait_for()
+        tab.wait_for_function("(el) => el.complete && el.naturalWidth > 0",
+                              arg=thumb.element_handle())
     tab.screenshot(path=str(tmp_path / "evaluate.png"), full_page=True)
 
     cli = _cli_json("evaluate", "--model", two_models / "default", "--data", folder,
