@@ -117,32 +117,39 @@ def _problems(ev) -> None:
                      hide_index=True, width="stretch")
 
 
-def _thumbnail(ev, film_name: str, predictor):
-    """(film with its Grad-CAM overlay, small; whether the heat is off the lungs), cached per
-    session; None if the film cannot be re-read."""
+def _thumbnails(ev, names: list[str], predictor) -> dict:
+    """{film name: (small film with its Grad-CAM overlay, heat off the lungs?) or None if it
+    cannot be re-read}, cached per session; the missing ones in one batched model call."""
+    import cv2
+
+    from pneumo.explain import overlay
+    from pneumo.heatcheck import hottest_outside_lungs
+
     cache = st.session_state.setdefault("_gallery", {})
-    key = (ev.model_path, film_name)
-    if key not in cache:
-        import cv2
-
-        from pneumo.explain import overlay
-
-        film = next(f for f in ev.films if f.name == film_name)
+    wanted = {(ev.model_path, name) for name in names}
+    for key in [k for k in cache if k not in wanted][:max(0, len(cache) + len(names) - 64)]:
+        del cache[key]  # the oldest first: at most 64 thumbnails per session
+    todo = [f for f in ev.films if f.name in set(names) and (ev.model_path, f.name) not in cache]
+    sources, kept = [], []
+    for film in todo:
         try:
-            result = predictor.predict(film.source(), cam="gradcam", tta=False, name=film.name)
+            sources.append(film.source())
+            kept.append(film)
         except PneumoError:
-            return None
+            cache[(ev.model_path, film.name)] = None
+    results = predictor.predict_batch(sources, cam="gradcam", names=[f.name for f in kept]) \
+        if sources else []
+    for film, result in zip(kept, results):
+        if isinstance(result, Exception):
+            cache[(ev.model_path, film.name)] = None
+            continue
         gray = result.image.pixels
         width = min(320, gray.shape[1])  # thumbnails: small in memory and on the wire
         small = cv2.resize(gray, (width, max(1, round(width * gray.shape[0] / gray.shape[1]))),
                            interpolation=cv2.INTER_AREA)
-        from pneumo.heatcheck import hottest_outside_lungs
-
         picture = overlay(small, result.heatmap, 0.4) if result.heatmap is not None else small
-        cache[key] = (picture, hottest_outside_lungs(result.heatmap))
-        while len(cache) > 64:
-            cache.pop(next(iter(cache)))
-    return cache[key]
+        cache[(ev.model_path, film.name)] = (picture, hottest_outside_lungs(result.heatmap))
+    return {name: cache.get((ev.model_path, name)) for name in names}
 
 
 def _gallery(ev, bundle, threshold: float) -> None:
@@ -176,9 +183,10 @@ def _gallery(ev, bundle, threshold: float) -> None:
     if predictor is None:
         return
     with st.spinner("Computing heatmaps…"):
+        pictures = _thumbnails(ev, shown["path"].tolist(), predictor)
         cols = st.columns(4)
         for k, row in enumerate(shown.itertuples()):
-            shown = _thumbnail(ev, row.path, predictor)
+            picture = pictures.get(row.path)
             with cols[k % 4]:
                 # A film the gate flags gets no call, so it is no "false positive" either.
                 score = verdict.format_probability(row.probability)
@@ -186,12 +194,12 @@ def _gallery(ev, bundle, threshold: float) -> None:
                 head = (f"{row.error} · p = {score}" if row.assessed else
                         f"not assessed (outside the population) · truly {truth} · score "
                         f"{score}, not valid")
-                caption = (head + (" · heat off the lungs" if shown and shown[1] else "")
+                caption = (head + (" · heat off the lungs" if picture and picture[1] else "")
                            + f" · {row.path.split('/')[-1]}")
-                if shown is None:
+                if picture is None:
                     st.caption(caption + " (could not be re-read)")
                 else:
-                    st.image(shown[0], caption=caption, width="stretch")
+                    st.image(picture[0], caption=caption, width="stretch")
     with st.expander("These errors as a table"):
         st.dataframe(wrong[["path", "error", "probability", "confidence", "assessed"]],
                      hide_index=True, width="stretch")
