@@ -229,6 +229,22 @@ def test_model_card_prefers_bundle_file(serve, tmp_path):
     assert "Intended use: testing." in " ".join(m.value for m in at.markdown)
 
 
+def test_model_card_reports_gate_catch_rate(serve, tmp_path):
+    bundle = write_fake_bundle(tmp_path / "gated", n=40)
+    metrics = json.loads((bundle / "metrics.json").read_text())
+    metrics["gate_catch_rate"] = {"adult chest films": {"images": 109, "flagged": 104},
+                                  "photographs": 1.0}
+    write_json(bundle / "metrics.json", metrics)
+    write_manifest(bundle, {k: v for k, v in json.loads(
+        (bundle / "manifest.json").read_text()).items() if k not in ("files", "bundle_format")})
+    at = serve(bundle).run()
+    at.switch_page("app/model_card.py").run()
+    assert not at.exception
+    text = " ".join(m.value for m in at.markdown)
+    assert "| adult chest films | 104 / 109 | 95.4% |" in text and "100.0%" in text
+    assert len(at.title) == 1
+
+
 def test_built_model_card_has_required_sections(serve, fake_bundle):
     at = serve(fake_bundle.parent).run()
     at.switch_page("app/model_card.py").run()

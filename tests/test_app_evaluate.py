@@ -214,6 +214,9 @@ def test_no_surface_shows_a_class_label_for_a_flagged_image(serve, tiny_bundle, 
     assert row["score"] is None or np.isnan(row["score"])
     assert "colour picture" in row["flags"]
     assert metric(at, "Not assessed") == "1"
+    at.toggle(key="batch_show_scores").set_value(True).run()  # only when asked for
+    asked = at.dataframe[0].value.iloc[0]["score (not valid if not assessed)"]
+    assert 0 <= asked <= 1
 
     (tmp_path / "photo.png").write_bytes(photo)
     cli = pneumo_cli("predict", "--model", tiny_bundle, "--cam", "none", tmp_path / "photo.png")
