@@ -42,17 +42,21 @@ def wait_healthy(url: str, timeout: float = 90) -> None:
 
 
 def upload_and_wait(page, film: Path, previous: str | None) -> str:
-    """Upload `film`; return the probability text once it differs from `previous`."""
+    """Upload `film`; return the answer once it differs from `previous`: the probability text,
+    or "not assessed: <file>" when the gate refuses the film (then there is no heatmap)."""
     page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(str(film))
     metric = page.get_by_test_id("stMetric").filter(has_text="Pneumonia probability")
+    refused = page.get_by_text("Not assessed (outside the model's population)")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if metric.count() and page.get_by_test_id("stImage").filter(has_text="Heatmap overlay").count():
             value = metric.get_by_test_id("stMetricValue").inner_text()
             if value != previous:
                 return value
+        if refused.count() and f"not assessed: {film.name}" != previous:
+            return f"not assessed: {film.name}"
         time.sleep(0.02)
-    raise TimeoutError("no prediction on screen")
+    raise TimeoutError("no answer on screen")
 
 
 def main() -> None:
