@@ -40,6 +40,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if len(args.model) != 2:
         raise PneumoError(f"compare takes exactly two --model bundles, received "
                           f"{len(args.model)}")
+    from .datasets import detect_layout
+
+    detect_layout(args.data)  # a wrong --data fails before two models are loaded
     a, b = (Predictor.load(m, precision=args.precision) for m in args.model)
     print(json.dumps(json_ready(compare(a, b, args.data, args.bootstrap))))
     return 0

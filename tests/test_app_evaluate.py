@@ -333,3 +333,12 @@ def test_calibrate_offer_with_the_real_command(serve, tiny_bundle, tmp_path):
     written = read_manifest(models / "site-fitted", verify=True)
     assert written["calibrated_from"]["n_per_class"] == {"NORMAL": 32, "PNEUMONIA": 32}
     assert (models / "active" / "manifest.json").read_bytes() == before
+
+
+def test_compare_cli_errors_are_one_line(two_bundles, tmp_path):
+    once = pneumo_cli("compare", "--model", two_bundles / "a", "--data", tmp_path)
+    assert once.returncode == 2 and "exactly two --model" in once.stderr
+    missing = pneumo_cli("compare", "--model", two_bundles / "a", "--model", two_bundles / "b",
+                         "--data", tmp_path / "nope")
+    assert missing.returncode == 2 and missing.stderr.startswith("pneumo: error:")
+    assert "Traceback" not in once.stderr + missing.stderr
