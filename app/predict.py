@@ -162,10 +162,11 @@ def _downloads(gray, blended, result, predictor, method: str, when: dt.datetime)
     assessed = verdict.is_assessed(result)
     args = (gray, blended if assessed else None, result.probability, result.threshold,
             predictor.name)
+    flags = verdict.review_reasons(result) if assessed else verdict.population_reasons(result)
+    if blended is not None and hottest_outside_lungs(result.heatmap):
+        flags = [*flags, OUTSIDE_NOTE]  # the report says what the page says
     kw = dict(label=verdict.display_label(result) if assessed else None,
-              method=method if blended is not None else None,
-              flags=verdict.review_reasons(result) if assessed
-              else verdict.population_reasons(result),
+              method=method if blended is not None else None, flags=flags,
               assessed=assessed, analysed_at=when, model_hash=bundle_hash(predictor.directory))
     d1, d2, _ = st.columns([1, 1, 2])
     d1.download_button("Download report (PDF)", lambda: build_report_pdf(*args, **kw),
