@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import re
 import time
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -230,11 +231,9 @@ def _calibrate_offer(ev, bundle) -> None:
             _calibrate(ev, bundle, name, policy, target)
 
 
-def write_site_manifest(ev, folder) -> "Path":
+def write_site_manifest(ev, folder: str | Path) -> Path:
     """The films of `ev` that were scored, as files plus a CSV manifest `path,label,patient_id`
     in `folder` (what `pneumo calibrate` reads; patients kept, so its CV groups them)."""
-    from pathlib import Path
-
     scored = set(ev.table["path"])
     rows = []
     for k, film in enumerate(f for f in ev.films if f.name in scored):
