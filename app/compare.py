@@ -29,7 +29,7 @@ def _pick_b(bundle) -> Path | None:
     return Path(choice)
 
 
-def _films(bundle):
+def _films():
     """(films, name, layout, tables already scored, problems), or None (and says why)."""
     from pneumo.uploads import labelled_films
 
@@ -151,7 +151,7 @@ def main() -> None:
     path_b = _pick_b(bundle)
     if path_b is None:
         return
-    picked = _films(bundle)
+    picked = _films()
     if picked is None:
         return
     done = _run(bundle, path_b, picked)
