@@ -31,6 +31,21 @@ def headline() -> None:
     st.caption(f"Model **{bundle.name}**, measured on {films}(never seen in training; same "
                "hospital). On your own films it may do worse: check it on the **Evaluate on "
                "your films** page. Choose another model in the sidebar.")
+    site_figures(bundle.manifest)
+
+
+def site_figures(manifest: dict) -> None:
+    """A site-calibrated bundle's cross-validated figures on its site films, when it has them."""
+    site, source = manifest.get("headline_site"), manifest.get("calibrated_from") or {}
+    if not isinstance(site, dict) or not site:
+        return
+    counts = source.get("n_per_class") or {}
+    n = sum(v for v in counts.values() if isinstance(v, int))
+    st.caption(f"Calibrated on {n or '?'} site films ({source.get('n_patients', '?')} patients) "
+               f"from {source.get('parent_name', 'its parent model')}; cross-validated there "
+               "by patient: " + " · ".join(
+                   f"{k.upper() if k == 'auc' else k} {state.fmt(v)}" for k, v in site.items())
+               + ". The figures above are the parent's test split, scored before calibration.")
 
 
 def main() -> None:

@@ -341,10 +341,14 @@ DATASET_KEY = "dataset"
 
 def _internal_view(bundle: Bundle) -> DataView:
     y, p = bundle.predictions()
-    return DataView(y, p, f"held-out test split of {bundle.name}",
-                    f"{len(y)} held-out test films of the bundle's own patient split "
-                    f"({int(y.sum())} pneumonia, {int(len(y) - y.sum())} normal) of model "
-                    f"**{bundle.name}**")
+    caption = (f"{len(y)} held-out test films of the bundle's own patient split "
+               f"({int(y.sum())} pneumonia, {int(len(y) - y.sum())} normal) of model "
+               f"**{bundle.name}**")
+    if bundle.manifest.get("calibrated_from"):
+        # A site-calibrated bundle carries its parent's test-split scores: say so.
+        caption += (" — :orange[scored by the parent model before site calibration; evaluate "
+                    "films on the Evaluate page for this bundle's own figures]")
+    return DataView(y, p, f"held-out test split of {bundle.name}", caption)
 
 
 def data_selector(bundle: Bundle, page: str) -> DataView:

@@ -654,3 +654,18 @@ def test_manifest_with_bad_threshold_shows_error(serve, tmp_path):
     at.switch_page("app/curves.py").run()
     assert not at.exception
     assert any("invalid threshold" in e.value for e in at.error)
+
+
+def test_site_calibrated_bundle_is_labelled(serve, tmp_path):
+    bundle = write_fake_bundle(tmp_path / "site", n=40)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest.update(headline_site={"auc": 0.98, "specificity": 0.92},
+                    calibrated_from={"n_per_class": {"NORMAL": 117, "PNEUMONIA": 211},
+                                     "n_patients": 213, "parent_name": "parent-model"})
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    at = serve(bundle).run()
+    assert any("Calibrated on 328 site films (213 patients) from parent-model" in c.value
+               and "AUC 0.980" in c.value for c in at.caption)
+    at.switch_page("app/confusion.py").run()
+    assert any("scored by the parent model before site calibration" in c.value
+               for c in at.caption)
