@@ -91,9 +91,16 @@ def relative_to_bundle(root: Path, path: str | Path) -> str:
 
 
 def resolve_in_bundle(root: Path, path: str | Path) -> Path:
-    """A path read from a bundle's CSV, as a file on this machine (inverse of the above)."""
+    """A path read from a bundle's CSV, as a file on this machine (inverse of the above).
+
+    Bundles written before pneumo stored bundle-relative paths named films relative to the
+    directory training ran in: such a path is taken as it is when only it exists.
+    """
     path = Path(path)
-    return path if path.is_absolute() else (Path(root) / path).resolve()
+    if path.is_absolute():
+        return path
+    inside = (Path(root) / path).resolve()
+    return path if not inside.exists() and path.exists() else inside
 
 
 def read_manifest(root: Path, verify: bool = True) -> dict[str, Any]:

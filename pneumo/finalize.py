@@ -23,7 +23,7 @@ from .export import export_saved_model
 from .gatefit import fit_gate
 from .metrics import (apply_temperature, choose_threshold, fit_temperature, reliability_curve,
                       summary_metrics)
-from .model import build_model, pooled_outputs
+from .model import build_model, gate_layer, pooled_outputs
 from .modelcard import model_card
 
 PREPROCESSING = (
@@ -75,11 +75,12 @@ def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame]
         images = {s: frame_images(p, cfg.data.image_size) for s, p in parts.items() if len(p)}
     # The gate reads the float32 model that serves, not the (maybe bfloat16) one that trained.
     portable = save_portable_model(model, cfg, out / "model.keras")
+    pooled = {s: pooled_outputs(portable, gate_layer(portable), images[s])
+              for s in images if len(images[s])}
     gate = fit_gate(portable, images["train"], images["val"], cfg.train.gate_adult_data,
-                    cfg.train.gate_percentile)
+                    cfg.train.gate_percentile, pooled)
     gate.save(out / "gate.npz")
-    flag_rate = {s: gate.flag_rate(pooled_outputs(portable, gate.layer, images[s]))
-                 for s in images if len(images[s])}
+    flag_rate = {s: gate.flag_rate(pooled[s]) for s in pooled}
 
     y_test, p_test = test["label"].to_numpy(), test["probability"].to_numpy()
     metrics = {

@@ -17,33 +17,35 @@ from .population import PopulationGate
 
 
 def fit_gate(model: keras.Model, train_images: np.ndarray, val_images: np.ndarray,
-             adult_data: str | Path | None, percentile: float) -> PopulationGate:
+             adult_data: str | Path | None, percentile: float,
+             pooled: dict[str, np.ndarray] | None = None) -> PopulationGate:
     """The out-of-population gate of a bundle: pooled conv4 features of the training films
-    (reference), cut-offs on the validation films, and adult films when `adult_data` is given."""
+    (reference), cut-offs on the validation films, and adult films when `adult_data` is given.
+    `pooled` (split -> features), when given, saves recomputing them."""
     from .datasets import image_paths
     from .model import gate_layer, pooled_outputs
     from .preprocess import load_model_input
 
     layer = gate_layer(model)
+    pooled = pooled if pooled is not None else {
+        "train": pooled_outputs(model, layer, train_images),
+        "val": pooled_outputs(model, layer, val_images)}
     adults = None
     if adult_data:
         size = int(model.input_shape[1])
         adults = pooled_outputs(model, layer, np.stack(
             [load_model_input(p, size) for p in image_paths(adult_data)]))
-    return PopulationGate.fit(layer, pooled_outputs(model, layer, train_images),
-                              pooled_outputs(model, layer, val_images), adults, percentile)
+    return PopulationGate.fit(layer, pooled["train"], pooled["val"], adults, percentile)
 
 
 def _split_paths(model_dir: Path, split: pd.DataFrame, name: str) -> list[str]:
-    """Films of one split: relative to the bundle, or (bundles written before pneumo stored
-    bundle-relative paths) to the working directory."""
+    """Films of one split, as files on this machine (see `resolve_in_bundle`)."""
     from .bundle import resolve_in_bundle
     from .errors import DataError
 
     paths = []
     for p in split.loc[split["split"] == name, "path"]:
-        here = resolve_in_bundle(model_dir, p)
-        paths.append(str(here if here.is_file() else Path(p)))
+        paths.append(str(resolve_in_bundle(model_dir, p)))
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
         raise DataError(f"{len(missing)} {name} films of {model_dir}/split.csv are not on this "

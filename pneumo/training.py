@@ -383,9 +383,17 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False) 
         readout = heads(full)
         inputs = images
     cache_seconds = time.perf_counter() - t0 - load_seconds
+    first_run = work / "timing.json"
+    if first_run.is_file():  # resumed: the first run's decode and cache are part of the cost
+        earlier = json.loads(first_run.read_text())
+        load_seconds, cache_seconds = earlier["decode_seconds"], earlier["cache_seconds"]
+    else:
+        write_state(first_run, {"decode_seconds": load_seconds, "cache_seconds": cache_seconds})
 
     stages = run_stages(cfg, full, trained, train_data, val_data, work, out, fit_kwargs)
+    t_readout = time.perf_counter()
     outputs = {s: features_and_logits(readout, inputs[s]) for s in inputs}
+    readout_seconds = time.perf_counter() - t_readout
     train_seconds = time.perf_counter() - t0
     timing = {"total_seconds": round(train_seconds, 1), "decode_seconds": round(load_seconds, 1),
               "cache_seconds": round(cache_seconds, 1), "stages": stages, "precision": precision,
@@ -394,6 +402,30 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False) 
 
     from .finalize import write_bundle
 
+    t_bundle = time.perf_counter()
     write_bundle(cfg, full, parts, outputs, timing, out, images)
+    _record_total(out, timing, readout_seconds, time.perf_counter() - t_bundle)
     shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def _record_total(out: Path, timing: dict[str, Any], readout_seconds: float,
+                  bundle_seconds: float) -> None:
+    """Put the whole run's cost, the bundle included, into metrics.json and the manifest:
+    decode + feature cache + every stage (also those of an earlier, resumed run) + scoring the
+    splits + writing the bundle (gate, calibration, export)."""
+    from .bundle import read_manifest, write_json, write_manifest
+
+    timing = dict(timing, readout_seconds=round(readout_seconds, 1),
+                  bundle_seconds=round(bundle_seconds, 1))
+    timing["total_seconds"] = round(
+        timing["decode_seconds"] + timing["cache_seconds"] + timing["readout_seconds"]
+        + timing["bundle_seconds"] + sum(s["seconds"] for s in timing["stages"]), 1)
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics["timing"] = timing
+    write_json(out / "metrics.json", metrics)
+    manifest = read_manifest(out, verify=False)
+    info = {k: v for k, v in manifest.items() if k not in ("files", "bundle_format")}
+    info["timing"] = timing
+    write_manifest(out, info)
+    log(f"bundle written; the run cost {timing['total_seconds'] / 60:.1f} min in all")

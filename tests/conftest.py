@@ -15,12 +15,20 @@ def shared_root() -> Path:
     return Path(os.environ.get("PNEUMO_SHARED", REPO.parent / "shared"))
 
 
+def missing_shared(message: str) -> None:
+    """Skip a test whose shared data is absent - or fail it in CI (PNEUMO_REQUIRE_SHARED=1),
+    where a missing folder means the test proved nothing."""
+    if os.environ.get("PNEUMO_REQUIRE_SHARED") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """`<shared>/data`, or skip the test when this machine has no shared data."""
     data = shared_root() / "data"
     if not data.is_dir():
-        pytest.skip(f"shared data not found at {data}; set PNEUMO_SHARED to the shared folder")
+        missing_shared(f"shared data not found at {data}; set PNEUMO_SHARED to the shared folder")
     return data
 
 

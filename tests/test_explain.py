@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
+import keras  # noqa: E402  (a required package: a missing install must fail, not skip)
 
 from pneumo.config import ModelConfig  # noqa: E402
 from pneumo.errors import ConfigError, ImageError, PneumoError  # noqa: E402

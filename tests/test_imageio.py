@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import missing_shared
 from PIL import Image
 
 from corpus import CASE_NAMES, SECRETS, Case, build_corpus, film8, names
@@ -310,7 +311,7 @@ def test_full_size_film_matches_training_images(shared_data):
     val = sorted((shared_data / "chest_xray" / "val" / "NORMAL").glob("*.jpeg"))
     train = sorted((shared_data / "chest_xray" / "train" / "NORMAL").glob("*.jpeg"))[:30]
     if not val or len(train) < 10:
-        pytest.skip(f"chest_xray val/NORMAL or train/NORMAL images missing under {shared_data}")
+        missing_shared(f"chest_xray val/NORMAL or train/NORMAL images missing under {shared_data}")
     train_means = np.array([load_model_input(p, 224).mean() for p in train])
     lo = train_means.mean() - 4 * train_means.std()
     hi = train_means.mean() + 4 * train_means.std()

@@ -3,6 +3,7 @@
 
 import numpy as np
 import pytest
+from conftest import missing_shared
 
 from pneumo.config import ModelConfig
 from pneumo.errors import ConfigError, WeightsError
@@ -88,7 +89,7 @@ def test_imagenet_download_failure_is_a_clear_error(monkeypatch):
 def test_shared_imagenet_weights_load(shared_data):
     path = shared_data.parent / "weights" / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
     if not path.is_file():
-        pytest.skip(f"no ImageNet weights at {path}")
+        missing_shared(f"no ImageNet weights at {path}")
     model = build_model(ModelConfig(weights=str(path)), 64, "float32")
     kernel = model.get_layer("conv1_conv").get_weights()[0]
     assert kernel.shape == (7, 7, 3, 64) and 0.01 < float(np.abs(kernel).mean()) < 1.0

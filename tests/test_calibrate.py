@@ -1,0 +1,152 @@
+"""Site calibration: the arithmetic on synthetic features, and `pneumo calibrate` end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_synthetic_xrays
+from pneumo.calibrate import (check_site_labels, cross_validate, fit_head, fit_site)
+from pneumo.errors import DataError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _site(n=160, d=40, signal=1.5, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(n) % 3 != 0).astype(int)  # 1 : 2, like the Kermany test split
+    features = rng.normal(size=(n, d)) * rng.uniform(0.5, 5, d) + 3.0
+    features[:, 0] += signal * labels * 5
+    groups = np.array([f"p{i // 2}" for i in range(n)])  # two films per patient
+    logits = rng.normal(size=n)  # the original head knows nothing about this site
+    return features, logits, labels, groups
+
+
+def test_fit_head_equals_sklearn_on_standardised_features():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, _, y, _ = _site()
+    w, b = fit_head(x, y, c=0.05)
+    ref = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=5000)).fit(x, y)
+    assert np.allclose(x @ w + b, ref.decision_function(x), atol=1e-6)
+
+
+def test_cross_validation_does_not_leak():
+    """Pure noise, more features than films: in-sample the head separates the films perfectly;
+    cross-validated, it must be no better than chance."""
+    rng = np.random.default_rng(3)
+    n, d = 120, 400
+    x, y = rng.normal(size=(n, d)), (np.arange(n) % 2).astype(int)
+    groups = np.array([f"p{i}" for i in range(n)])
+    w, b = fit_head(x, y, c=10.0)
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(y, x @ w + b) > 0.99  # memorised
+    cv = cross_validate(x, np.zeros(n), y, groups, folds=5, bootstrap=50, c=10.0)["metrics"]
+    assert 0.3 <= cv["auc"] <= 0.7, cv["auc"]
+
+
+def test_folds_keep_patients_together():
+    x, logits, y, groups = _site()
+    result = cross_validate(x, logits, y, groups, folds=5, bootstrap=20)
+    fold_of_patient = {}
+    for g, k in zip(groups, result["fold"]):
+        assert fold_of_patient.setdefault(g, k) == k
+    assert len(set(result["fold"])) == 5
+
+
+def test_head_adaptation_beats_a_threshold_on_a_blind_head():
+    x, logits, y, groups = _site(signal=4.0)
+    head = cross_validate(x, logits, y, groups, bootstrap=50, adapt="head")["metrics"]
+    blind = cross_validate(x, logits, y, groups, bootstrap=50, adapt="none")["metrics"]
+    assert head["auc"] > 0.95 and blind["auc"] < 0.7
+
+
+@pytest.mark.parametrize("policy", ["sensitivity", "youden", "cost"])
+def test_policies_give_an_operating_point(policy):
+    x, logits, y, groups = _site(signal=0.4)
+    fit = fit_site(x, logits, y, groups, policy=policy, target_sensitivity=0.9, cost_ratio=5.0)
+    assert 0.0 <= fit.threshold <= 1.0 and fit.temperature > 0
+    assert fit.selection["method"] == policy and fit.selection["adapt"] == "head"
+    if policy == "sensitivity":
+        assert fit.selection["sensitivity"] >= 0.9
+
+
+def test_cost_policy_moves_with_the_cost_of_a_miss():
+    from pneumo.metrics import choose_threshold
+
+    rng = np.random.default_rng(0)
+    y = (np.arange(400) % 2).astype(int)
+    p = np.clip(0.5 + 0.25 * (y - 0.5) + rng.normal(0, 0.15, 400), 0, 1)
+    cheap, _ = choose_threshold(y, p, "cost", cost_ratio=0.2)
+    dear, info = choose_threshold(y, p, "cost", cost_ratio=20.0)
+    assert dear < cheap and info["cost_ratio"] == 20.0
+
+
+@pytest.mark.parametrize("labels, match", [
+    (np.zeros(80), "both classes"),
+    (np.r_[np.zeros(29), np.ones(60)], "at least 30"),
+])
+def test_site_sets_that_are_refused(labels, match):
+    with pytest.raises(DataError, match=match):
+        check_site_labels(labels)
+
+
+@pytest.fixture(scope="module")
+def site_folder(tmp_path_factory):
+    return write_synthetic_xrays(tmp_path_factory.mktemp("site") / "films", per_class=32, seed=7)
+
+
+def test_calibrate_writes_a_new_verified_bundle(tiny_bundle, site_folder, tmp_path):
+    from pneumo import Predictor
+    from pneumo.bundle import read_manifest, sha256_file
+    from pneumo.calibrate import calibrate_bundle
+
+    before = {p.name: sha256_file(p) for p in tiny_bundle.iterdir() if p.is_file()}
+    out = tmp_path / "site"
+    summary = calibrate_bundle(tiny_bundle, site_folder, out, policy="youden", bootstrap=50)
+    after = {p.name: sha256_file(p) for p in tiny_bundle.iterdir() if p.is_file()}
+    assert before == after, "the original bundle must not change"
+    manifest = read_manifest(out, verify=True)
+    source = manifest["calibrated_from"]
+    assert source["n_per_class"] == {"NORMAL": 32, "PNEUMONIA": 32}
+    assert source["policy"] == "youden" and source["data"] == str(site_folder)
+    assert source["parent_manifest_sha256"] == sha256_file(tiny_bundle / "manifest.json")
+    predictor = Predictor.load(out)
+    assert predictor.threshold == pytest.approx(summary["threshold"])
+    assert predictor.temperature == pytest.approx(summary["temperature"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["site"]["n"] == 64 and metrics["site"]["folds"] == 5
+    assert (out / "site_predictions.csv").is_file() and "site" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_calibrate_refuses_unreadable_films_naming_them(tiny_bundle, site_folder, tmp_path):
+    import shutil
+
+    from pneumo.calibrate import calibrate_bundle
+
+    broken = tmp_path / "broken"
+    shutil.copytree(site_folder, broken)
+    (broken / "NORMAL" / "IM-9999-0001.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(DataError, match="IM-9999-0001.png"):
+        calibrate_bundle(tiny_bundle, broken, tmp_path / "out", bootstrap=20)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_one_class_with_one_line(tiny_bundle, site_folder, tmp_path):
+    import shutil
+
+    one = tmp_path / "one"
+    shutil.copytree(site_folder / "NORMAL", one / "NORMAL")
+    run = subprocess.run([sys.executable, "-m", "pneumo", "calibrate", "--model", str(tiny_bundle),
+                          "--data", str(one), "--out", str(tmp_path / "o")], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "both classes" in run.stderr.strip().splitlines()[-1]
