@@ -72,3 +72,37 @@ def refit_gate(model_dir: str | Path, adult_data: str | Path | None = None,
     info["gate"] = {"file": "gate.npz", **gate.describe()}
     write_manifest(model_dir, info)
     return {"bundle": str(model_dir), "gate": gate.describe()}
+
+
+def cross_source_adult_rates(model_dir: str | Path, adult_root: str | Path,
+                             n_train: int = 1200, n_val: int = 400) -> dict[str, float]:
+    """The adult detector fitted on one source of `adult_root` (manifest.csv, column `source`)
+    and measured on each other source: the honest figure for a gate that learns from adults.
+
+    Children: a random `n_train` of the bundle's training films; cut-offs on `n_val` of its
+    validation films, as the trainer sets them. Returns {"fit A -> test B": flag rate}.
+    """
+    from .bundle import resolve_in_bundle
+    from .model import gate_layer, pooled_outputs
+    from .pipeline import load_images
+
+    model_dir, adult_root = Path(model_dir), Path(adult_root)
+    model = keras.models.load_model(model_dir / "model.keras", compile=False)
+    layer, size = gate_layer(model), int(model.input_shape[1])
+    split = pd.read_csv(model_dir / "split.csv")
+    pooled = {}
+    for name, n in (("train", n_train), ("val", n_val)):
+        rows = split.loc[split["split"] == name, "path"].sample(frac=1, random_state=0)[:n]
+        pooled[name] = pooled_outputs(model, layer, load_images(
+            [str(resolve_in_bundle(model_dir, p)) for p in rows], size))
+    manifest = pd.read_csv(adult_root / "manifest.csv")
+    by_source = {source: pooled_outputs(model, layer, load_images(
+        [str(adult_root / p) for p in rows["path"]], size))
+        for source, rows in manifest.groupby("source")}
+    rates = {}
+    for fit_on, adults in by_source.items():
+        gate = PopulationGate.fit(layer, pooled["train"], pooled["val"], adults)
+        for test_on, others in by_source.items():
+            if test_on != fit_on:
+                rates[f"fit {fit_on} -> test {test_on}"] = gate.flag_rate(others)
+    return rates

@@ -48,6 +48,11 @@ GATE_LAYER_PREFIX = "conv4_"  # the gate reads the last block of this stage, poo
 MIN_SIDE_FRACTION = 0.67  # of the model's input size
 ASPECT_RANGE = (0.5, 2.5)
 EXPOSURE_RANGE = (0.06, 0.94)
+# Beyond this multiple of the distance cut-off an image is far from every chest film, and the
+# adult detector - trained on chest films only - has nothing to say about it (it called text
+# screenshots "adult"). Adult films sat at 0.86-1.41x (5th-95th percentile), text, noise,
+# faces, charts and CT at 2.5-9x.
+FAR_RATIO = 2.0
 COLOUR_LIMIT = 0.08  # mean chroma above this is a colour picture, not a radiograph
 BLANK_LIMIT = 0.02  # pixel standard deviation below this is a blank frame
 
@@ -202,7 +207,8 @@ class PopulationGate:
         out = []
         for i in range(len(x)):
             flags = []
-            if adult is not None and adult[i] > self.adult.cutoff:
+            near = dist[i] <= FAR_RATIO * self.distance.threshold
+            if adult is not None and near and adult[i] > self.adult.cutoff:
                 flags.append(Flag("adult", "This looks like an adult chest film; the model is "
                                   "for children aged 1-5.", float(adult[i]), self.adult.cutoff))
             if dist[i] > self.distance.threshold:

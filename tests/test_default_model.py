@@ -1,4 +1,8 @@
-"""The shipped model on real films: the user's upload path, the gate, the recorded figures."""
+"""The shipped model on real films, recomputed here (never read back from metrics.json).
+
+Bars a model that was right only about its own training folder fails: the pre-2026-11 default
+model scored specificity 0.675 on calibration/ at its threshold and AUC 0.970 there.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,11 +27,23 @@ def predictor():
     return Predictor.load(DEFAULT)
 
 
+@pytest.fixture(scope="module")
+def calibration(shared_data):
+    from pneumo.datasets import discover
+    from pneumo.preprocess import load_model_input
+
+    frame = discover(shared_data / "chest_xray" / "calibration", "evaluate")
+    assert len(frame) == 328
+    return frame, np.stack([load_model_input(p, 224) for p in frame.path])
+
+
 def test_manifest_and_metrics_agree(predictor):
     metrics = json.loads((DEFAULT / "metrics.json").read_text())
     assert predictor.threshold == pytest.approx(metrics["threshold"])
     assert predictor.manifest["headline"]["auc"] == pytest.approx(metrics["test"]["auc"])
-    assert metrics["threshold_selection"]["chosen_on"] == "val"
+    site = predictor.manifest["calibrated_from"]
+    assert site["n_per_class"] == {"NORMAL": 117, "PNEUMONIA": 211}
+    assert len(site["parent_manifest_sha256"]) == 64
 
 
 def test_full_size_val_films_through_the_upload_path(predictor, shared_data):
@@ -36,21 +53,64 @@ def test_full_size_val_films_through_the_upload_path(predictor, shared_data):
     results = [predictor.predict(p.read_bytes(), cam="gradcam") for p in films]
     truth = [p.parent.name for p in films]
     right = sum(r.label == t for r, t in zip(results, truth))
-    assert right >= 12, [(p.name, round(r.probability, 3)) for p, r in zip(films, results)]
+    assert right == 16, [(p.name, r.label, round(r.probability, 3)) for p, r in zip(films, results)]
+    assert sum(not r.in_population for r in results) <= 1  # the gate passes real uploads
     for result in results:
         assert result.heatmap.shape == result.image.size
 
 
-def test_gate_passes_held_out_films_and_flags_non_xrays(predictor):
-    import pandas as pd
+def test_shipped_operating_point_on_calibration_films(predictor, calibration):
+    """The shipped bundle is the site-calibrated one: at its threshold it must not over-call
+    the new normal films (in-sample for the head it learned there; the honest figure is the
+    cross-validated one below)."""
+    frame, images = calibration
+    probs = predictor.probabilities(images)
+    y, called = frame.label.to_numpy(), probs >= predictor.threshold
+    specificity = float(np.mean(~called[y == 0]))
+    sensitivity = float(np.mean(called[y == 1]))
+    assert specificity >= 0.85 and sensitivity >= 0.93, (specificity, sensitivity)
 
-    from pneumo.oodsets import charts, noise, photographs, rendered_text
 
-    test = pd.read_csv(DEFAULT / "predictions.csv")
-    films = [p for p in test.path if Path(p).is_file()][:120]
-    if not films:
-        pytest.skip("the test split's images are not on this machine")
-    flagged_in = np.mean([not r.in_population for r in predictor.predict_batch(films)])
-    outs = [a for family in (photographs(), rendered_text(), charts(), noise()) for _, a in family]
-    flagged_out = np.mean([not r.in_population for r in predictor.predict_batch(outs)])
-    assert flagged_in <= 0.05 and flagged_out >= 0.90, (flagged_in, flagged_out)
+def test_site_calibration_cross_validated_on_new_patients(predictor, calibration):
+    """Recompute the README's headline: the site procedure (head, temperature, threshold) fitted
+    on 4/5 of the patients of calibration/, judged on the fifth, from the shipped backbone."""
+    from pneumo.calibrate import cross_validate, site_outputs
+
+    frame, images = calibration
+    features, logits = site_outputs(predictor.explainer.model, images)
+    selection = predictor.manifest["threshold_selection"]
+    result = cross_validate(features, logits, frame.label.to_numpy(),
+                            frame.patient_id.astype(str).to_numpy(), folds=5, seed=0,
+                            bootstrap=200, adapt="head", policy=selection["method"],
+                            target_sensitivity=selection.get("sensitivity_target", 0.95))
+    m = result["metrics"]
+    assert m["n"] == 328 and m["folds"] == 5
+    assert m["auc"] >= 0.975 and m["specificity"] >= 0.90 and m["sensitivity"] >= 0.93, m
+
+
+def test_gate_on_in_population_and_generated_sets(predictor, calibration, shared_data):
+    """Flag rates against the issue's targets: <= 1% of new in-population films, >= 98% of
+    every generated kind of image the model must not judge."""
+    from pneumo import oodsets
+
+    frame, _ = calibration
+    results = predictor.predict_batch(frame.path.tolist())
+    assert np.mean([not r.in_population for r in results]) <= 0.01
+    films = frame.path.tolist()[::6]
+    families = {"photographs": oodsets.photographs(), "faces": oodsets.gray_faces(),
+                "text": oodsets.rendered_text(), "charts": oodsets.charts(),
+                "noise": oodsets.noise(), "rotated": oodsets.rotated_films(films),
+                "inverted": oodsets.inverted_films(films), "ct_mr": oodsets.cross_sections()}
+    for name, family in families.items():
+        arrays = [a for _, a in family]
+        flagged = [not r.in_population for r in predictor.predict_batch(arrays)]
+        assert len(flagged) >= 5 and np.mean(flagged) >= 0.98, (name, np.mean(flagged))
+
+
+def test_gate_adult_detector_across_sources(shared_data):
+    """The adult detector fitted on one adult source, measured on the other, both ways: the
+    figure the README reports (the shipped gate learned from both)."""
+    from pneumo.gatefit import cross_source_adult_rates
+
+    rates = cross_source_adult_rates(DEFAULT, shared_data / "adult_cxr")
+    assert len(rates) == 2 and all(rate >= 0.98 for rate in rates.values()), rates
