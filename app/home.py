@@ -6,7 +6,8 @@ from app import state
 
 
 def headline() -> None:
-    """The current model's held-out figures: first on the page, two by two (fits a phone)."""
+    """The current model's figures, first on the page, two by two (fits a phone): on new
+    patients' films (cross-validated) when the bundle was calibrated, then the internal split."""
     path = state.selected_path()
     if path is None:
         st.warning(f"No model bundle found under `{state.models_root()}`: train one "
@@ -18,34 +19,35 @@ def headline() -> None:
     except state.BundleError as exc:
         st.error(f"The model bundle could not be loaded: {exc}")
         return
+    site = bundle.manifest.get("headline_site")
+    if isinstance(site, dict) and site:
+        _four(site, "home-site")
+        st.caption(state.site_caption(bundle.manifest))
     head = bundle.manifest.get("headline") or {}
     n = ((bundle.manifest.get("training_data") or {}).get("counts") or {}).get("test") or {}
-    keys = ("auc", "sensitivity", "specificity", "accuracy")
-    for k, row in enumerate((keys[:2], keys[2:])):
-        cols = state.metric_columns(2, f"home-{k}")
-        for col, key in zip(cols, row):
-            col.metric(key.upper() if key == "auc" else key.capitalize(),
-                       state.fmt(head.get(key)))
-    films = (f"{n['images']} held-out test films of {n.get('patients', '?')} patients "
-             if n.get("images") else "the bundle's held-out test patients ")
-    st.caption(f"Model **{bundle.name}**, measured on {films}(never seen in training; same "
-               "hospital). On your own films it may do worse: check it on the **Evaluate on "
-               "your films** page. Choose another model in the sidebar.")
-    site_figures(bundle.manifest)
+    films = (f"{n['images']} films of {n.get('patients', '?')} patients of the internal test "
+             "split" if n.get("images") else "the bundle's internal test split")
+    if isinstance(site, dict) and site:
+        st.caption(f"Second yardstick, {films} (a patient split of the training folder: easier "
+                   "than new patients): " + " · ".join(
+                       f"{k.upper() if k == 'auc' else k} {state.fmt(head.get(k))}"
+                       for k in KEYS))
+    else:
+        _four(head, "home")
+        st.caption(f"Model **{bundle.name}**, measured on {films} (same folder as training: "
+                   "expect lower figures, above all specificity, on new patients). Check it "
+                   "on your own films on the **Evaluate on your films** page and calibrate it.")
 
 
-def site_figures(manifest: dict) -> None:
-    """A site-calibrated bundle's cross-validated figures on its site films, when it has them."""
-    site, source = manifest.get("headline_site"), manifest.get("calibrated_from") or {}
-    if not isinstance(site, dict) or not site:
-        return
-    counts = source.get("n_per_class") or {}
-    n = sum(v for v in counts.values() if isinstance(v, int))
-    st.caption(f"Calibrated on {n or '?'} site films ({source.get('n_patients', '?')} patients) "
-               f"from {source.get('parent_name', 'its parent model')}; cross-validated there "
-               "by patient: " + " · ".join(
-                   f"{k.upper() if k == 'auc' else k} {state.fmt(v)}" for k, v in site.items())
-               + ". The figures above are the parent's test split, scored before calibration.")
+KEYS = ("auc", "sensitivity", "specificity", "accuracy")
+
+
+def _four(figures: dict, key: str) -> None:
+    for k, row in enumerate((KEYS[:2], KEYS[2:])):
+        cols = state.metric_columns(2, f"{key}-{k}")
+        for col, name in zip(cols, row):
+            col.metric(name.upper() if name == "auc" else name.capitalize(),
+                       state.fmt(figures.get(name)))
 
 
 def main() -> None:

@@ -261,13 +261,28 @@ def _bundle_facts(manifest: dict[str, Any]) -> None:
         st.caption("Data (images / patients / with pneumonia): " + "; ".join(
             f"{split} {c.get('images', '?')} / {c.get('patients', '?')} / "
             f"{c.get('pneumonia', '?')}" for split, c in counts.items()))
+    site = manifest.get("headline_site")
+    if isinstance(site, dict) and site:
+        st.caption(site_caption(manifest) + ": " + " · ".join(
+            f"{k.upper() if k == 'auc' else k} {fmt(v)}" for k, v in site.items()))
     head = manifest.get("headline") or {}
     n_test = (counts.get("test") or {}).get("images")
     if head:
-        st.caption(f"Held-out test set{f' ({n_test} films)' if n_test else ''}: " + " · ".join(
-            f"{k.upper() if k == 'auc' else k} {v:.3f}" for k, v in head.items()
-            if isinstance(v, (int, float))))
+        st.caption(f"Internal test split (same folder as training{f', {n_test} films' if n_test else ''}): "
+                   + " · ".join(f"{k.upper() if k == 'auc' else k} {v:.3f}"
+                                for k, v in head.items() if isinstance(v, (int, float))))
     st.caption(f"Decision threshold {fmt(manifest.get('threshold'), 4)}")
+
+
+def site_caption(manifest: dict[str, Any]) -> str:
+    """Where a calibrated bundle's headline figures come from, with n."""
+    source = manifest.get("calibrated_from") or {}
+    counts = source.get("n_per_class") or {}
+    n = sum(v for v in counts.values() if isinstance(v, int))
+    return (f"New patients: {n or '?'} films ({counts.get('NORMAL', '?')} normal, "
+            f"{counts.get('PNEUMONIA', '?')} pneumonia; {source.get('n_patients', '?')} patients) "
+            f"of `{Path(str(source.get('data', '?'))).name}`, cross-validated by patient "
+            "(the last layer, temperature and threshold were fitted on the other folds)")
 
 
 def metric_columns(n: int, key: str) -> list:

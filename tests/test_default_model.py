@@ -53,7 +53,9 @@ def test_full_size_val_films_through_the_upload_path(predictor, shared_data):
     results = [predictor.predict(p.read_bytes(), cam="gradcam") for p in films]
     truth = [p.parent.name for p in films]
     right = sum(r.label == t for r, t in zip(results, truth))
-    assert right == 16, [(p.name, r.label, round(r.probability, 3)) for p, r in zip(films, results)]
+    # 15: the shipped model misses person1949_bacteria_4880 (p 0.43 against 0.62); the old
+    # model's 16/16 came with specificity 0.675 on new patients.
+    assert right >= 15, [(p.name, r.label, round(r.probability, 3)) for p, r in zip(films, results)]
     assert sum(not r.in_population for r in results) <= 1  # the gate passes real uploads
     for result in results:
         assert result.heatmap.shape == result.image.size
