@@ -360,8 +360,12 @@ def _internal_view(bundle: Bundle) -> DataView:
                f"({int(y.sum())} pneumonia, {int(len(y) - y.sum())} normal) of model "
                f"**{bundle.name}**")
     if bundle.manifest.get("calibrated_from"):
-        # A site-calibrated bundle carries its parent's test-split scores: say so.
-        caption += (" — :orange[scored by the parent model before site calibration; evaluate "
+        rescored = bundle.metrics().get("internal_splits") == "rescored with the calibrated model"
+        # `pneumo calibrate` rescores the parent's split when its films are at hand; else the
+        # bundle carries the parent's scores: say which.
+        caption += (" — scored by this site-calibrated model (its head and threshold were "
+                    "fitted on other films)" if rescored else
+                    " — :orange[scored by the parent model before site calibration; evaluate "
                     "films on the Evaluate page for this bundle's own figures]")
     return DataView(y, p, f"held-out test split of {bundle.name}", caption)
 

@@ -664,8 +664,11 @@ def test_site_calibrated_bundle_is_labelled(serve, tmp_path):
                                      "n_patients": 213, "parent_name": "parent-model"})
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     at = serve(bundle).run()
-    assert any("Calibrated on 328 site films (213 patients) from parent-model" in c.value
-               and "AUC 0.980" in c.value for c in at.caption)
+    # New patients' figures come first, as metrics, with where they come from and n.
+    assert [m.value for m in at.metric][:2] == ["0.980", "n/a"]
+    assert any("New patients: 328 films (117 normal, 211 pneumonia; 213 patients)" in c.value
+               and "cross-validated by patient" in c.value for c in at.caption)
+    assert any(c.value.startswith("Second yardstick") for c in at.caption)
     at.switch_page("app/confusion.py").run()
     assert any("scored by the parent model before site calibration" in c.value
                for c in at.caption)
