@@ -189,16 +189,7 @@ class MahalanobisGate:
         The file is written next to `path` and renamed into place, so a reader never sees a
         half-written gate. Returns the path written (exactly `path`; no suffix is added).
         """
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **self._arrays())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return save_npz_atomic(path, self._arrays())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> MahalanobisGate:
@@ -208,6 +199,21 @@ class MahalanobisGate:
             return _gate_from_arrays(arrays)
         except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
             raise BundleError(f"gate file {path} is malformed: {exc}") from None
+
+
+def save_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+    """Write plain arrays to one .npz beside `path` and rename it into place: a reader never
+    sees a half-written file. Returns `path` (no suffix added)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:

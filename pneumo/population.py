@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BundleError, DataError
-from .gate import MahalanobisGate
+from .gate import MahalanobisGate, _read_npz, save_npz_atomic
 
 __all__ = ["PopulationGate", "Flag", "image_flags", "GATE_LAYER_PREFIX"]
 
@@ -265,28 +263,12 @@ class PopulationGate:
             arrays.update(adult_centre=a.centre, adult_scale=a.scale, adult_coef=a.coef,
                           adult_intercept=np.array(a.intercept), adult_cutoff=np.array(a.cutoff),
                           adult_n=np.array(a.n_adult))
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return save_npz_atomic(path, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PopulationGate":
         """Read a gate written by `save`; BundleError when missing, corrupt or of another kind."""
-        path = Path(path)
-        if not path.is_file():
-            raise BundleError(f"gate file not found: {path}")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise BundleError(f"gate file {path} is corrupt or not an .npz: {exc}") from None
+        arrays = _read_npz(Path(path))
         try:
             return _from_arrays(arrays)
         except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:

@@ -19,7 +19,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-REPO = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
+# The checkout: $PNEUMO_REPO, else found from where the notebook runs (notebooks/ or the root).
+REPO = Path(os.environ.get("PNEUMO_REPO") or
+            (Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()))
 sys.path.insert(0, str(REPO))  # import pneumo from this checkout
 SHARED = Path(os.environ.get("PNEUMO_SHARED", REPO.parent / "shared"))
 DATA = SHARED / "data" / "chest_xray"
@@ -65,10 +67,14 @@ m = summary_metrics(test.label, test.probability, manifest["threshold"], n_boot=
 {k: m[k] for k in ("n", "auc", "auc_ci", "accuracy", "sensitivity", "specificity", "brier", "ece")}"""),
     ("code", """from pneumo import Predictor
 
+from pneumo.bundle import resolve_in_bundle
+
 predictor = Predictor.load(BUNDLE)
 subset = test.head(SLICE) if SLICE else test
-subset = subset[subset.path.map(lambda p: Path(p).is_file())]
-served = [r.probability for r in predictor.predict_batch(subset.path.tolist())]
+# The bundle's tables name films relative to the bundle folder, wherever the notebook runs.
+files = [str(resolve_in_bundle(BUNDLE, p)) for p in subset.path]
+served = [r.probability for r in predictor.predict_batch(files)]
+print("films compared:", len(served))
 print("max |served - bundle|:", float(np.max(np.abs(np.array(served) - subset.probability))))"""),
     ("md", """## 5. Full-size films through the upload path, with Grad-CAM
 The 16 official `val/` films are full-size grayscale JPEGs, like a user's upload. They go through
