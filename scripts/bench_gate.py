@@ -45,6 +45,7 @@ def main() -> None:
 
     import keras
 
+    from pneumo import model as _model  # noqa: F401  registers the preprocessing layer
     from pneumo.explain import Explainer
     from pneumo.predict import load_gate
 
