@@ -266,7 +266,8 @@ def _calibrate(ev, bundle, name: str, policy: str, target: float) -> None:
         with tempfile.TemporaryDirectory() as tmp, st.spinner(
                 f"Calibrating on {ev.n} films (loads the model, cross-validates)…"):
             summary = calibrate_bundle(bundle.path, write_site_manifest(ev, tmp), out,
-                                       policy=policy, target_sensitivity=target)
+                                       policy=policy, target_sensitivity=target,
+                                       source=f"uploaded in the dashboard: {ev.name}")
     except (PneumoError, OSError) as exc:
         st.error(f"Calibration failed: {verdict.user_message(exc)}")
         return

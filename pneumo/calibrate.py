@@ -211,8 +211,11 @@ def read_site(data: str | Path, size: int) -> tuple[Any, np.ndarray]:
 def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Path,
                      policy: str = "sensitivity", target_sensitivity: float = 0.95,
                      cost_ratio: float = 3.0, adapt: str = "head", folds: int = 5,
-                     seed: int = 0, bootstrap: int = 1000) -> dict[str, Any]:
+                     seed: int = 0, bootstrap: int = 1000, source: str | None = None
+                     ) -> dict[str, Any]:
     """Fit `model_dir` to the labelled films at `data`; write a new verified bundle `out_dir`.
+
+    `source` names the films in the provenance when `data` is a temporary file (an upload).
 
     Returns a summary: the cross-validated figures, the fitted threshold and temperature,
     where they came from, and the gate's flag rate on the site films before/after its refit.
@@ -262,24 +265,24 @@ def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Pat
     if hasattr(gate, "set_cutoffs"):  # a population gate: the site's films are in population
         pooled = pooled_outputs(model, gate.layer, images)
         gate_summary["site_flag_rate_before"] = gate.flag_rate(pooled)
-        gate.set_cutoffs(pooled, f"site films {data}", keep_higher=True)
+        gate.set_cutoffs(pooled, f"site films {source or data}", keep_higher=True)
         gate_summary["site_flag_rate_after"] = gate.flag_rate(pooled)
         gate.save(out_dir / "gate.npz")
 
-    rescored = _rescore_internal_splits(model_dir, out_dir, model, fit, int(manifest["image_size"]),
-                                        bootstrap, seed)
+    rescored = _rescore_internal_splits(model_dir, out_dir, model, fit,
+                                        int(manifest["image_size"]), bootstrap, seed)
     counts = {"NORMAL": int((labels == 0).sum()), "PNEUMONIA": int((labels == 1).sum())}
-    source = {"data": str(data), "n_per_class": counts, "n_patients": int(len(set(groups))),
-              "policy": policy, "adapt": adapt,
-              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "parent_bundle": str(model_dir), "parent_name": manifest.get("name"),
-              "parent_manifest_sha256": sha256_file(model_dir / MANIFEST)}
+    provenance = {"data": source or str(data), "n_per_class": counts,
+                  "n_patients": int(len(set(groups))), "policy": policy, "adapt": adapt,
+                  "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                  "parent_bundle": str(model_dir), "parent_name": manifest.get("name"),
+                  "parent_manifest_sha256": sha256_file(model_dir / MANIFEST)}
     site = {"figures": "patient-grouped cross-validation on the site films: head, temperature "
-            "and threshold fitted on the other folds only", **source, **cv["metrics"],
+            "and threshold fitted on the other folds only", **provenance, **cv["metrics"],
             "gate": gate_summary}
     metrics = json.loads((model_dir / "metrics.json").read_text())
     metrics.update(site=site, threshold=fit.threshold, temperature=fit.temperature,
-                   threshold_selection={**fit.selection, "site": source}, **rescored)
+                   threshold_selection={**fit.selection, "site": provenance}, **rescored)
     write_json(out_dir / "metrics.json", metrics)
     table = frame[["path", "patient_id", "label"]].copy()
     table["path"] = [relative_to_bundle(out_dir, p) for p in table["path"]]
@@ -290,10 +293,10 @@ def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Pat
     info = {k: v for k, v in manifest.items() if k not in ("files", "bundle_format")}
     info.update(name=f"{manifest.get('name', model_dir.name)}-site", threshold=fit.threshold,
                 temperature=fit.temperature,
-                threshold_selection={**fit.selection, "site": source},
+                threshold_selection={**fit.selection, "site": provenance},
                 headline_site={k: cv["metrics"][k] for k in
                                ("auc", "accuracy", "sensitivity", "specificity")},
-                calibrated_from=source)
+                calibrated_from=provenance)
     if "test" in rescored:
         info["headline"] = {k: rescored["test"][k] for k in
                             ("auc", "accuracy", "sensitivity", "specificity")}
