@@ -243,7 +243,8 @@ def test_calibrate_offer_writes_a_new_bundle_never_the_active_one(serve, tiny_bu
     calls = []
 
     def calibrate_bundle(model_dir, data, out_dir, policy="sensitivity",
-                         target_sensitivity=0.95):
+                         target_sensitivity=0.95, source=None):
+        assert source and "uploaded" in source  # provenance names the upload, not a temp file
         from pneumo.datasets import discover
 
         frame = discover(data, "evaluate")  # what the real one reads
