@@ -12,7 +12,6 @@ import streamlit as st
 from app import state
 
 HERE = Path(__file__).resolve().parent
-FAVICON = HERE / "app" / "favicon.png"  # shipped: offline hospital networks cannot fetch one
 # On a phone Streamlit stacks every column; rows of metrics made with state.metric_columns
 # (keyed "pair-…") stay side by side, so pairs read as pairs; charts may not overflow.
 PHONE_CSS = """<style>
@@ -25,6 +24,21 @@ PHONE_CSS = """<style>
   [data-testid="stPlotlyChart"] { max-width: 100% !important; overflow: hidden; }
 }
 </style>"""
+
+
+def favicon():
+    """The tab icon, drawn here: Streamlit's emoji icons come from a CDN that offline hospital
+    networks cannot reach, and a drawn image needs no file in the repository."""
+    from PIL import Image, ImageDraw
+
+    icon = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(icon)
+    draw.rounded_rectangle((2, 2, 61, 61), radius=12, fill=(22, 60, 110, 255))
+    for left in (True, False):  # two lung fields either side of the mediastinum
+        x0, x1 = (12, 29) if left else (35, 52)
+        draw.ellipse((x0, 12, x1, 54), fill=(235, 240, 248, 255))
+    draw.rectangle((30, 8, 34, 40), fill=(235, 240, 248, 255))  # trachea
+    return icon
 
 
 def build_navigation():
@@ -52,7 +66,7 @@ def build_navigation():
 
 def main() -> None:
     st.set_page_config(page_title="pneumo · chest X-ray screening aid",
-                       page_icon=str(FAVICON), layout="wide")
+                       page_icon=favicon(), layout="wide")
     st.html(PHONE_CSS)
     current = build_navigation()
     state.sidebar()
