@@ -73,11 +73,13 @@ def write_manifest(root: Path, info: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-def refresh_hashes(root: Path) -> dict[str, Any]:
-    """Recompute the sha256 sums after files were (re)written (e.g. a new SavedModel export)."""
+def refresh_hashes(root: Path, **changes: Any) -> dict[str, Any]:
+    """Rewrite the manifest with `changes` applied and the sha256 sums recomputed, after files
+    were (re)written (a new SavedModel export, a refitted gate, the run's timing)."""
     manifest = read_manifest(Path(root), verify=False)
     manifest.pop("files", None)
     manifest.pop("bundle_format", None)
+    manifest.update(changes)
     return write_manifest(Path(root), manifest)
 
 

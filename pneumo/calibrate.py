@@ -163,24 +163,12 @@ def cross_validate(features: np.ndarray, logits: np.ndarray, labels: np.ndarray,
     return {"metrics": metrics, "probabilities": probs, "decision": decision, "fold": fold_of}
 
 
-def site_outputs(model, images: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def site_outputs(model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pooled conv5 features and logits of preprocessed films through a Keras bundle model."""
-    import keras
-    import tensorflow as tf
+    from .training import features_and_logits, heads
 
-    from .model import FEATURES_LAYER, LOGIT_LAYER
-
-    reader = keras.Model(model.input, [model.get_layer(FEATURES_LAYER).output,
-                                       model.get_layer(LOGIT_LAYER).output])
-    forward = tf.function(lambda x: reader(x, training=False), reduce_retracing=True)
-    feats, logits = [], []
-    for first in range(0, len(images), batch):
-        f, z = forward(tf.constant(np.asarray(images[first:first + batch], np.float32)))
-        feats.append(f.numpy().astype(np.float64))
-        logits.append(z.numpy().reshape(-1).astype(np.float64))
-    if not feats:
-        return np.empty((0, 0)), np.empty(0)
-    return np.concatenate(feats), np.concatenate(logits)
+    features, logits = features_and_logits(heads(model), images)
+    return features.astype(np.float64), logits.astype(np.float64)
 
 
 # --------------------------------------------------------------------------- the new bundle

@@ -77,8 +77,8 @@ def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame]
     portable = save_portable_model(model, cfg, out / "model.keras")
     pooled = {s: pooled_outputs(portable, gate_layer(portable), images[s])
               for s in images if len(images[s])}
-    gate = fit_gate(portable, images["train"], images["val"], cfg.train.gate_adult_data,
-                    cfg.train.gate_percentile, pooled)
+    gate = fit_gate(portable, pooled["train"], pooled["val"], cfg.train.gate_adult_data,
+                    cfg.train.gate_percentile)
     gate.save(out / "gate.npz")
     flag_rate = {s: gate.flag_rate(pooled[s]) for s in pooled}
 

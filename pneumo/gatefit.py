@@ -16,61 +16,58 @@ import pandas as pd
 from .population import PopulationGate
 
 
-def fit_gate(model: keras.Model, train_images: np.ndarray, val_images: np.ndarray,
-             adult_data: str | Path | None, percentile: float,
-             pooled: dict[str, np.ndarray] | None = None) -> PopulationGate:
-    """The out-of-population gate of a bundle: pooled conv4 features of the training films
-    (reference), cut-offs on the validation films, and adult films when `adult_data` is given.
-    `pooled` (split -> features), when given, saves recomputing them."""
+def fit_gate(model: keras.Model, train: np.ndarray, val: np.ndarray,
+             adult_data: str | Path | None, percentile: float) -> PopulationGate:
+    """The out-of-population gate of a bundle from the pooled gate-layer features of its
+    training films (reference) and validation films (cut-offs), plus the adult films at
+    `adult_data` when given (read and pooled here through `model`)."""
     from .datasets import image_paths
     from .model import gate_layer, pooled_outputs
-    from .preprocess import load_model_input
+    from .pipeline import load_images
 
     layer = gate_layer(model)
-    pooled = pooled if pooled is not None else {
-        "train": pooled_outputs(model, layer, train_images),
-        "val": pooled_outputs(model, layer, val_images)}
     adults = None
     if adult_data:
-        size = int(model.input_shape[1])
-        adults = pooled_outputs(model, layer, np.stack(
-            [load_model_input(p, size) for p in image_paths(adult_data)]))
-    return PopulationGate.fit(layer, pooled["train"], pooled["val"], adults, percentile)
+        adults = pooled_outputs(model, layer, load_images(image_paths(adult_data),
+                                                          int(model.input_shape[1])))
+    return PopulationGate.fit(layer, train, val, adults, percentile)
 
 
-def _split_paths(model_dir: Path, split: pd.DataFrame, name: str) -> list[str]:
-    """Films of one split, as files on this machine (see `resolve_in_bundle`)."""
+def split_pooled(model: keras.Model, model_dir: Path, name: str,
+                 limit: int | None = None) -> np.ndarray:
+    """Pooled gate-layer features of one split of the bundle's `split.csv` (a random `limit`
+    of it when given), its films resolved as `resolve_in_bundle` does."""
     from .bundle import resolve_in_bundle
     from .errors import DataError
+    from .model import gate_layer, pooled_outputs
+    from .pipeline import load_images
 
-    paths = []
-    for p in split.loc[split["split"] == name, "path"]:
-        paths.append(str(resolve_in_bundle(model_dir, p)))
+    split = pd.read_csv(model_dir / "split.csv")
+    rows = split.loc[split["split"] == name, "path"]
+    if limit is not None:
+        rows = rows.sample(frac=1, random_state=0)[:limit]
+    paths = [str(resolve_in_bundle(model_dir, p)) for p in rows]
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
         raise DataError(f"{len(missing)} {name} films of {model_dir}/split.csv are not on this "
                         f"machine (first: {missing[0]}); the gate needs the training films")
-    return paths
+    return pooled_outputs(model, gate_layer(model), load_images(paths,
+                                                                int(model.input_shape[1])))
 
 
 def refit_gate(model_dir: str | Path, adult_data: str | Path | None = None,
                percentile: float = 99.5) -> dict[str, Any]:
     """Refit `model_dir`'s gate on its training films (split.csv) and update the manifest."""
     from . import model as _model  # noqa: F401  registers the preprocessing layer
-    from .bundle import read_manifest, write_manifest
-    from .pipeline import load_images
+    from .bundle import read_manifest, refresh_hashes
 
     model_dir = Path(model_dir)
-    manifest = read_manifest(model_dir, verify=True)
-    split = pd.read_csv(model_dir / "split.csv", dtype={"patient_id": str})
-    size = int(manifest["image_size"])
+    read_manifest(model_dir, verify=True)
     model = keras.models.load_model(model_dir / "model.keras", compile=False)
-    images = {s: load_images(_split_paths(model_dir, split, s), size) for s in ("train", "val")}
-    gate = fit_gate(model, images["train"], images["val"], adult_data, percentile)
+    gate = fit_gate(model, split_pooled(model, model_dir, "train"),
+                    split_pooled(model, model_dir, "val"), adult_data, percentile)
     gate.save(model_dir / "gate.npz")
-    info = {k: v for k, v in manifest.items() if k not in ("files", "bundle_format")}
-    info["gate"] = {"file": "gate.npz", **gate.describe()}
-    write_manifest(model_dir, info)
+    refresh_hashes(model_dir, gate={"file": "gate.npz", **gate.describe()})
     return {"bundle": str(model_dir), "gate": gate.describe()}
 
 
@@ -82,19 +79,15 @@ def cross_source_adult_rates(model_dir: str | Path, adult_root: str | Path,
     Children: a random `n_train` of the bundle's training films; cut-offs on `n_val` of its
     validation films, as the trainer sets them. Returns {"fit A -> test B": flag rate}.
     """
-    from .bundle import resolve_in_bundle
+    from . import model as _model  # noqa: F401  registers the preprocessing layer
     from .model import gate_layer, pooled_outputs
     from .pipeline import load_images
 
     model_dir, adult_root = Path(model_dir), Path(adult_root)
     model = keras.models.load_model(model_dir / "model.keras", compile=False)
     layer, size = gate_layer(model), int(model.input_shape[1])
-    split = pd.read_csv(model_dir / "split.csv")
-    pooled = {}
-    for name, n in (("train", n_train), ("val", n_val)):
-        rows = split.loc[split["split"] == name, "path"].sample(frac=1, random_state=0)[:n]
-        pooled[name] = pooled_outputs(model, layer, load_images(
-            [str(resolve_in_bundle(model_dir, p)) for p in rows], size))
+    pooled = {name: split_pooled(model, model_dir, name, n)
+              for name, n in (("train", n_train), ("val", n_val))}
     manifest = pd.read_csv(adult_root / "manifest.csv")
     by_source = {source: pooled_outputs(model, layer, load_images(
         [str(adult_root / p) for p in rows["path"]], size))

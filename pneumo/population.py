@@ -201,13 +201,16 @@ class PopulationGate:
 
     # ------------------------------------------------------------------ scoring
 
-    def feature_flags(self, features: Any) -> list[list[Flag]]:
-        """Per row of pooled features, the model-based flags (adult first)."""
+    def _scores(self, features: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """Distance and adult log-odds per row: the two numbers every decision reads."""
         x = _as_rows(features, self.dim)
-        dist = self.distance.score(x)
-        adult = self.adult.score(x) if self.adult is not None else None
+        return self.distance.score(x), (self.adult.score(x) if self.adult is not None else None)
+
+    def feature_flags(self, features: Any, scores=None) -> list[list[Flag]]:
+        """Per row of pooled features, the model-based flags (adult first)."""
+        dist, adult = scores if scores is not None else self._scores(features)
         out = []
-        for i in range(len(x)):
+        for i in range(len(dist)):
             flags = []
             near = dist[i] <= FAR_RATIO * self.distance.threshold
             if adult is not None and near and adult[i] > self.adult.cutoff:
@@ -221,20 +224,28 @@ class PopulationGate:
             out.append(flags)
         return out
 
-    def ood_score(self, features: Any) -> np.ndarray:
+    def ood_score(self, features: Any, scores=None) -> np.ndarray:
         """One number per row, > 1 when a model-based part of the gate fires: the larger of
         distance / cut-off and exp(adult log-odds - cut-off)."""
-        x = _as_rows(features, self.dim)
-        ratio = self.distance.score(x) / self.distance.threshold
-        if self.adult is not None:
-            ratio = np.maximum(ratio, np.exp(np.clip(self.adult.score(x) - self.adult.cutoff,
-                                                     -50, 50)))
+        dist, adult = scores if scores is not None else self._scores(features)
+        ratio = dist / self.distance.threshold
+        if adult is not None:
+            ratio = np.maximum(ratio, np.exp(np.clip(adult - self.adult.cutoff, -50, 50)))
         return ratio
+
+    def judge(self, features: Any, pixels: np.ndarray, colourfulness: float,
+              image_size: int = 224) -> tuple[float, list[Flag]]:
+        """One image: (ood_score, every flag - image rules, then the feature-based ones), the
+        distance and the adult score computed once (this runs on every prediction)."""
+        scores = self._scores(features)
+        flags = image_flags(pixels, colourfulness, image_size) + self.feature_flags(
+            features, scores)[0]
+        return float(self.ood_score(features, scores)[0]), flags
 
     def assess(self, features: Any, pixels: np.ndarray, colourfulness: float,
                image_size: int = 224) -> list[Flag]:
         """Every flag for one image: image rules, then the feature-based ones."""
-        return image_flags(pixels, colourfulness, image_size) + self.feature_flags(features)[0]
+        return self.judge(features, pixels, colourfulness, image_size)[1]
 
     def flag_rate(self, features: Any) -> float:
         """Fraction of rows the feature-based gate flags (image rules need the images)."""

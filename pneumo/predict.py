@@ -18,6 +18,7 @@ import numpy as np
 from .bundle import read_manifest
 from .errors import BundleError, ImageError, PneumoError
 from .imageio import ImageSource, XrayImage, read_image
+from .population import Flag, image_flags
 from .preprocess import to_model_input
 
 CAM_METHODS = ("gradcam", "gradcam++", "scorecam", "none")
@@ -144,8 +145,7 @@ class Predictor:
                 heatmap: np.ndarray | None, cam: str) -> PredictionResult:
         probability = float(probs[0])
         spread = float(np.std(probs)) if len(probs) > 1 else 0.0
-        ood = float(self.gate.ood_score(features)[0])
-        flags = self._population_flags(image, features)
+        ood, flags = self._population_flags(image, features)
         population = [f"{f.message} (score {f.score:.3g}, cut-off {f.cutoff:.3g})" for f in flags]
         in_population = not flags
         reasons = list(population)
@@ -165,18 +165,17 @@ class Predictor:
             flags=[f.to_dict() for f in flags],
         )
 
-    def _population_flags(self, image: XrayImage, features: np.ndarray) -> list:
-        from .population import Flag, image_flags
-
+    def _population_flags(self, image: XrayImage, features: np.ndarray) -> tuple[float, list]:
+        """(ood_score, the gate's flags) for one image."""
         if self.gate_layer:
-            return self.gate.assess(features, image.pixels, image.colourfulness, self.image_size)
+            return self.gate.judge(features, image.pixels, image.colourfulness, self.image_size)
         # An old bundle's gate (pooled conv5 features): its distance, one generic reason.
         flags = image_flags(image.pixels, image.colourfulness, self.image_size)
         ood = float(self.gate.ood_score(features)[0])
         if ood > 1.0:
             flags.append(Flag("not_chest_film", "This image is unlike the paediatric frontal "
                               "chest films the model was trained on.", ood, 1.0))
-        return flags
+        return ood, flags
 
     # ------------------------------------------------------------------ many images
 

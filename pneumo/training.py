@@ -414,7 +414,7 @@ def _record_total(out: Path, timing: dict[str, Any], readout_seconds: float,
     """Put the whole run's cost, the bundle included, into metrics.json and the manifest:
     decode + feature cache + every stage (also those of an earlier, resumed run) + scoring the
     splits + writing the bundle (gate, calibration, export)."""
-    from .bundle import read_manifest, write_json, write_manifest
+    from .bundle import refresh_hashes, write_json
 
     timing = dict(timing, readout_seconds=round(readout_seconds, 1),
                   bundle_seconds=round(bundle_seconds, 1))
@@ -424,8 +424,5 @@ def _record_total(out: Path, timing: dict[str, Any], readout_seconds: float,
     metrics = json.loads((out / "metrics.json").read_text())
     metrics["timing"] = timing
     write_json(out / "metrics.json", metrics)
-    manifest = read_manifest(out, verify=False)
-    info = {k: v for k, v in manifest.items() if k not in ("files", "bundle_format")}
-    info["timing"] = timing
-    write_manifest(out, info)
+    refresh_hashes(out, timing=timing)
     log(f"bundle written; the run cost {timing['total_seconds'] / 60:.1f} min in all")

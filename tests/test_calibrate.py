@@ -150,3 +150,23 @@ def test_cli_refuses_one_class_with_one_line(tiny_bundle, site_folder, tmp_path)
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert "both classes" in run.stderr.strip().splitlines()[-1]
+
+
+def test_refit_gate_gives_a_bundle_an_adult_detector(tiny_bundle, site_folder, tmp_path):
+    """`pneumo refit-gate`: the gate refitted on the bundle's own split, with adult films, and
+    the manifest still verifies (its hashes follow the new gate.npz)."""
+    import shutil
+
+    from pneumo.bundle import read_manifest
+    from pneumo.gatefit import refit_gate
+    from pneumo.predict import load_gate
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    before = load_gate(bundle / "gate.npz")
+    assert before.adult is None  # the smoke config gives the trainer no adult films
+    summary = refit_gate(bundle, adult_data=site_folder / "PNEUMONIA")  # stand-in "adults"
+    after = load_gate(bundle / "gate.npz")
+    assert after.adult is not None and after.adult.n_adult == 32
+    assert read_manifest(bundle, verify=True)["gate"]["adult_detector"]["n_adult_films"] == 32
+    assert summary["gate"]["cutoffs_set_on"] == ["validation split (12 films)"]
