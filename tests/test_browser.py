@@ -160,7 +160,8 @@ def test_upload_xray_shows_probability_and_heatmap(server, page, xray, tmp_path)
     img = overlay.locator("img").first
     img.wait_for()
     assert page.evaluate("(el) => el.complete && el.naturalWidth > 0", img.element_handle())
-    assert page.get_by_text("Download report (PDF)").is_visible()
+    # The report button renders after the heatmap: wait for it (is_visible() does not wait).
+    page.get_by_text("Download report (PDF)").wait_for(state="visible")
     assert not page.get_by_test_id("stException").count()
     page.screenshot(path=str(tmp_path / "predict.png"), full_page=True)
     assert (tmp_path / "predict.png").stat().st_size > 10_000
