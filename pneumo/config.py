@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .layers import CAM_LAYER
 
 
 @dataclass
@@ -52,7 +53,7 @@ class ModelConfig:
     backbone: str = "resnet50"  # "resnet50", or "tiny" (a small CNN for tests)
     weights: str = "imagenet"  # "imagenet" (Keras download), "none", or a path to an .h5 file
     dropout: float = 0.3
-    cam_layer: str = "conv5_block3_out"  # last conv block: where Grad-CAM looks
+    cam_layer: str = CAM_LAYER  # last conv block: where Grad-CAM looks
 
 
 @dataclass

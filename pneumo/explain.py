@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from .errors import ConfigError, ImageError
+from .layers import CAM_LAYER, FEATURES_LAYER, LOGIT_LAYER, OUTPUT_LAYER
 
 METHODS = ("gradcam", "gradcam++", "scorecam")
 # Accepted by `explain` as well: the tf-keras-vis Grad-CAM, kept as the reference path.
@@ -35,9 +36,6 @@ ALL_METHODS = METHODS + REFERENCE_METHODS
 
 COLORMAPS = ("jet", "turbo", "inferno", "magma", "plasma", "viridis", "hot", "bone")
 
-_LOGIT_LAYER = "logit"
-_OUTPUT_LAYER = "probability"
-_FEATURES_LAYER = "avg_pool"
 
 
 def _normalise(cam: np.ndarray) -> np.ndarray:
@@ -88,7 +86,7 @@ class Explainer:
     lazily-built predict function is not safe to create from two threads at once.
     """
 
-    def __init__(self, model, cam_layer: str = "conv5_block3_out", scorecam_max_n: int = 16,
+    def __init__(self, model, cam_layer: str = CAM_LAYER, scorecam_max_n: int = 16,
                  jit_compile: bool = False, pooled_layers: tuple[str, ...] = ()):
         import keras
         import tensorflow as tf
@@ -97,7 +95,7 @@ class Explainer:
             conv = model.get_layer(cam_layer).output
         except ValueError:
             raise ConfigError(f"cam_layer {cam_layer!r} is not a layer of model {model.name}") from None
-        for name in (_LOGIT_LAYER, _OUTPUT_LAYER, _FEATURES_LAYER):
+        for name in (LOGIT_LAYER, OUTPUT_LAYER, FEATURES_LAYER):
             try:
                 model.get_layer(name)
             except ValueError:
@@ -116,7 +114,7 @@ class Explainer:
             getattr(layer, "compute_dtype", "float32") not in ("float32", None)
             for layer in model.layers if layer.weights
         )
-        logit = model.get_layer(_LOGIT_LAYER).output
+        logit = model.get_layer(LOGIT_LAYER).output
         for name in pooled_layers:
             try:
                 model.get_layer(name)
@@ -128,8 +126,8 @@ class Explainer:
         pooled = [keras.ops.mean(model.get_layer(n).output, axis=(1, 2)) for n in pooled_layers]
         self._graph = keras.Model(
             model.inputs,
-            [conv, logit, model.get_layer(_OUTPUT_LAYER).output,
-             model.get_layer(_FEATURES_LAYER).output, *pooled],
+            [conv, logit, model.get_layer(OUTPUT_LAYER).output,
+             model.get_layer(FEATURES_LAYER).output, *pooled],
             name=f"{model.name}_cam",
         )
         # The model tf-keras-vis differentiates: the pre-sigmoid logit, shape (n, 1).

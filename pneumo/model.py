@@ -15,11 +15,9 @@ from keras import layers
 
 from .config import ModelConfig
 from .errors import ConfigError, WeightsError
+from .layers import (CAM_LAYER, DROPOUT_LAYER, FEATURES_LAYER, GATE_STAGE_PREFIX, INPUT_NAME,
+                     LOGIT_LAYER, OUTPUT_LAYER, PREPROCESS_LAYER)
 
-# Names other modules rely on (explain, gate, predict).
-FEATURES_LAYER = "avg_pool"
-LOGIT_LAYER = "logit"
-OUTPUT_LAYER = "probability"
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 BACKBONES = ("resnet50", "tiny")
 
@@ -109,7 +107,7 @@ def _tiny_backbone(inputs):
         x = layers.Activation("relu", name=f"conv{i}_block1_out")(x)
     x = layers.Conv2D(32, 3, padding="same", name="conv5_block1_conv")(x)
     x = layers.BatchNormalization(name="conv5_block1_bn")(x)
-    return layers.Activation("relu", name="conv5_block3_out")(x)
+    return layers.Activation("relu", name=CAM_LAYER)(x)
 
 
 def build_model(cfg: ModelConfig, image_size: int = 224, precision: str = "float32") -> keras.Model:
@@ -122,14 +120,14 @@ def build_model(cfg: ModelConfig, image_size: int = 224, precision: str = "float
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
     try:
-        inputs = keras.Input((image_size, image_size, 3), name="pixels")
-        x = ResNetPreprocess(name="preprocess")(inputs)
+        inputs = keras.Input((image_size, image_size, 3), name=INPUT_NAME)
+        x = ResNetPreprocess(name=PREPROCESS_LAYER)(inputs)
         if cfg.backbone == "resnet50":
             x = _resnet50_backbone(x, resolve_weights(cfg.weights), image_size)
         else:
             x = _tiny_backbone(x)
         x = layers.GlobalAveragePooling2D(name=FEATURES_LAYER)(x)
-        x = layers.Dropout(cfg.dropout, name="dropout")(x)
+        x = layers.Dropout(cfg.dropout, name=DROPOUT_LAYER)(x)
         # Float32 head: the sigmoid saturates and bf16 would round probabilities coarsely.
         logit = layers.Dense(1, dtype="float32", name=LOGIT_LAYER)(x)
         output = layers.Activation("sigmoid", dtype="float32", name=OUTPUT_LAYER)(logit)
@@ -145,7 +143,7 @@ def set_trainable(model: keras.Model, unfreeze_from: str) -> int:
     "" trains the head only, "*" everything. BatchNormalization layers always stay frozen
     (their statistics come from ImageNet and small batches would wreck them).
     """
-    head = {LOGIT_LAYER, OUTPUT_LAYER, "dropout", FEATURES_LAYER}
+    head = {LOGIT_LAYER, OUTPUT_LAYER, DROPOUT_LAYER, FEATURES_LAYER}
     trainable = unfreeze_from == "*"
     found = unfreeze_from in ("", "*")
     count = 0
@@ -160,7 +158,7 @@ def set_trainable(model: keras.Model, unfreeze_from: str) -> int:
     return count
 
 
-def gate_layer(model: keras.Model, prefix: str = "conv4_") -> str:
+def gate_layer(model: keras.Model, prefix: str = GATE_STAGE_PREFIX) -> str:
     """Name of the last block output of the stage the gate reads (`conv4_block6_out` in
     ResNet-50): the deepest features that still describe the image rather than pneumonia."""
     names = [layer.name for layer in model.layers

@@ -18,6 +18,7 @@ import numpy as np
 from .bundle import read_manifest
 from .errors import BundleError, ImageError, PneumoError
 from .imageio import ImageSource, XrayImage, read_image
+from .layers import CAM_LAYER
 from .population import Flag, image_flags
 from .preprocess import to_model_input
 
@@ -91,7 +92,7 @@ class Predictor:
         self.temperature = float(manifest.get("temperature", 1.0))
         self.image_size = int(manifest["image_size"])
         self.precision = precision
-        self.explainer = Explainer(model, cam_layer=manifest.get("cam_layer", "conv5_block3_out"),
+        self.explainer = Explainer(model, cam_layer=manifest.get("cam_layer", CAM_LAYER),
                                    pooled_layers=(self.gate_layer,) if self.gate_layer else ())
 
     @classmethod
@@ -265,6 +266,6 @@ def _load_keras(path: Path, precision: str, manifest: dict[str, Any]):
         from .config import ModelConfig
 
         cfg = ModelConfig(backbone=manifest.get("backbone", "resnet50"), weights="none",
-                          cam_layer=manifest.get("cam_layer", "conv5_block3_out"))
+                          cam_layer=manifest.get("cam_layer", CAM_LAYER))
         model = _model.clone_with_precision(model, cfg, _model.choose_precision(precision))
     return model
