@@ -84,7 +84,7 @@ def _summary(table: pd.DataFrame) -> None:
 
 def _detail(item, predictor) -> None:
     from app.predict import _heatmap, shrink
-    from pneumo.explain import overlay
+    from pneumo.render import overlay
 
     try:
         result = state.cached_prediction(predictor, item.data, item.name, "gradcam")

@@ -123,7 +123,7 @@ def _thumbnails(ev, names: list[str], predictor) -> dict:
     cannot be re-read}, cached per session; the missing ones in one batched model call."""
     import cv2
 
-    from pneumo.explain import overlay
+    from pneumo.render import overlay
     from pneumo.heatcheck import hottest_outside_lungs
 
     cache = st.session_state.setdefault("_gallery", {})

@@ -127,7 +127,7 @@ def render_prediction(data: bytes, name: str, predictor, cam: str = "Grad-CAM",
                 st.plotly_chart(charts.probability_gauge(result.probability, result.threshold,
                                                          valid=False),
                                 width="stretch", key="gauge")
-    from pneumo.explain import overlay
+    from pneumo.render import overlay
 
     gray = shrink(result.image.pixels)
     blended = None

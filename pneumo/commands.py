@@ -51,7 +51,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from . import verdict
     from .bundle import json_ready
-    from .explain import save_heatmap_png
+    from .render import save_heatmap_png
 
     predictor = _load(args)
     cam_dir = Path(args.cam_dir) if args.cam_dir else None

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import threading
 import warnings
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -34,7 +33,6 @@ METHODS = ("gradcam", "gradcam++", "scorecam")
 REFERENCE_METHODS = ("gradcam-tfkv",)
 ALL_METHODS = METHODS + REFERENCE_METHODS
 
-COLORMAPS = ("jet", "turbo", "inferno", "magma", "plasma", "viridis", "hot", "bone")
 
 
 
@@ -261,77 +259,3 @@ class Explainer:
         else:
             cam = self._tfkv_cam(method, batch)
         return finish_cam(cam, size)
-
-
-# ---------------------------------------------------------------------- rendering
-
-
-def _colormap_id(name: str) -> int:
-    if name not in COLORMAPS:
-        raise ConfigError(f"unknown colormap {name!r}; choose one of {COLORMAPS}")
-    return getattr(cv2, f"COLORMAP_{name.upper()}")
-
-
-def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    """(H, W) float in [0, 1] or uint8, or (H, W, 3) uint8 -> uint8 RGB (H, W, 3).
-
-    The one conversion from a film to display pixels (overlays and reports).
-    """
-    arr = np.asarray(image)
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3) or arr.size == 0:
-        raise ImageError(f"expected an (H, W) or (H, W, 3) image, received shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        arr = np.nan_to_num(arr.astype(np.float32), nan=0.0)
-        arr = np.clip(np.rint(np.clip(arr, 0.0, 1.0) * 255.0), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(arr if arr.ndim == 3 else np.repeat(arr[:, :, None], 3, axis=2))
-
-
-def overlay(gray01: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4,
-            colormap: str = "jet") -> np.ndarray:
-    """Blend a colour-mapped heatmap over a grayscale film -> uint8 RGB (H, W, 3).
-
-    `gray01`: (H, W) float in [0, 1] or uint8 (an (H, W, 3) RGB image is accepted too).
-    `heatmap`: (h, w) in [0, 1]; resized (bilinear) to (H, W) if its size differs.
-    `opacity`: 0 returns the film as RGB, 1 the pure colour map.
-    """
-    try:
-        opacity = float(opacity)
-    except (TypeError, ValueError):
-        raise ConfigError(f"opacity must be a number in [0, 1], received {opacity!r}") from None
-    if not 0.0 <= opacity <= 1.0:
-        raise ConfigError(f"opacity must be in [0, 1], received {opacity}")
-    cmap = _colormap_id(colormap)
-
-    base = to_rgb_uint8(gray01)
-
-    heat = np.asarray(heatmap)
-    if heat.ndim != 2 or heat.size == 0:
-        raise ImageError(f"expected a 2-D heatmap, received shape {heat.shape}")
-    heat = np.nan_to_num(heat.astype(np.float32), nan=0.0)
-    h, w = base.shape[:2]
-    if heat.shape != (h, w):
-        heat = cv2.resize(heat, (w, h), interpolation=cv2.INTER_LINEAR)
-    heat8 = np.clip(np.rint(np.clip(heat, 0.0, 1.0) * 255.0), 0, 255).astype(np.uint8)
-    colour = cv2.cvtColor(cv2.applyColorMap(heat8, cmap), cv2.COLOR_BGR2RGB)
-
-    if opacity == 0.0:
-        return np.ascontiguousarray(base)
-    if opacity == 1.0:
-        return colour
-    blended = (1.0 - opacity) * base.astype(np.float32) + opacity * colour.astype(np.float32)
-    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-
-
-def save_heatmap_png(path, gray01: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4,
-                     colormap: str = "jet") -> Path:
-    """Write `overlay(gray01, heatmap, opacity)` as a PNG; returns the path written."""
-    rgb = overlay(gray01, heatmap, opacity=opacity, colormap=colormap)
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:  # pragma: no cover - PNG encoding of a uint8 RGB array does not fail
-        raise OSError(f"could not encode the heatmap PNG for {path}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(buf.tobytes())
-    return path

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .explain import to_rgb_uint8
+from .render import to_rgb_uint8
 from .verdict import format_probability
 
 DISCLAIMER = (

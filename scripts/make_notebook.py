@@ -79,7 +79,7 @@ print("max |served - bundle|:", float(np.max(np.abs(np.array(served) - subset.pr
     ("md", """## 5. Full-size films through the upload path, with Grad-CAM
 The 16 official `val/` films are full-size grayscale JPEGs, like a user's upload. They go through
 exactly what the app does: read → squash to 224 → model, Grad-CAM of the logit."""),
-    ("code", """from pneumo.explain import overlay
+    ("code", """from pneumo.render import overlay
 
 val = discover(DATA / "val")
 val = val.head(SLICE) if SLICE else val

@@ -574,7 +574,7 @@ def test_zip_guard_does_not_trust_declared_sizes(monkeypatch):
 
 
 def _report_inputs():
-    from pneumo.explain import overlay
+    from pneumo.render import overlay
 
     gray = np.linspace(0, 1, 300 * 400, dtype=np.float32).reshape(300, 400)
     heat = np.outer(np.hanning(300), np.hanning(400)).astype(np.float32)

@@ -11,9 +11,8 @@ import keras  # noqa: E402  (a required package: a missing install must fail, no
 
 from pneumo.config import ModelConfig  # noqa: E402
 from pneumo.errors import ConfigError, ImageError, PneumoError  # noqa: E402
-from pneumo.explain import (  # noqa: E402
-    ALL_METHODS, METHODS, Explainer, finish_cam, overlay, save_heatmap_png,
-)
+from pneumo.explain import ALL_METHODS, METHODS, Explainer, finish_cam  # noqa: E402
+from pneumo.render import overlay, save_heatmap_png  # noqa: E402
 from pneumo.model import build_model  # noqa: E402
 
 SIZE = 64
