@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BundleError
+from .fileio import atomic_write_text
 
 MANIFEST = "manifest.json"
 BUNDLE_FORMAT = 1  # bump on incompatible changes; readers refuse newer formats
@@ -30,11 +31,8 @@ REQUIRED = ("model.keras", "config.yaml", "gate.npz", MANIFEST)
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def bundle_files(root: Path) -> list[Path]:
@@ -60,7 +58,8 @@ def json_ready(value: Any) -> Any:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    Path(path).write_text(json.dumps(json_ready(payload), indent=2, allow_nan=False) + "\n")
+    """Strict JSON (see `json_ready`), indented, written atomically."""
+    atomic_write_text(path, json.dumps(json_ready(payload), indent=2, allow_nan=False) + "\n")
 
 
 def write_manifest(root: Path, info: dict[str, Any]) -> dict[str, Any]:

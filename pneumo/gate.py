@@ -15,7 +15,6 @@ numpy + scikit-learn only: no TensorFlow import.
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from sklearn.covariance import LedoitWolf
 from sklearn.model_selection import KFold
 
 from .errors import BundleError, DataError
+from .fileio import save_npz_atomic
 
 __all__ = ["MahalanobisGate", "GATE_FORMAT_VERSION"]
 
@@ -199,21 +199,6 @@ class MahalanobisGate:
             return _gate_from_arrays(arrays)
         except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
             raise BundleError(f"gate file {path} is malformed: {exc}") from None
-
-
-def save_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
-    """Write plain arrays to one .npz beside `path` and rename it into place: a reader never
-    sees a half-written file. Returns `path` (no suffix added)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:

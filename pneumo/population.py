@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from .errors import BundleError, DataError
-from .gate import MahalanobisGate, _read_npz, save_npz_atomic
+from .fileio import save_npz_atomic
+from .gate import MahalanobisGate, _read_npz
 
 __all__ = ["PopulationGate", "Flag", "image_flags", "GATE_LAYER_PREFIX"]
 
