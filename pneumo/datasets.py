@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.utils.class_weight import compute_class_weight
 
 from .errors import DataError
 
@@ -219,4 +220,5 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     counts = np.bincount(labels, minlength=2).astype(float)
     if np.any(counts == 0):
         raise DataError(f"both classes are needed to train; class counts are {counts.tolist()}")
-    return {k: float(len(labels) / (2 * counts[k])) for k in (0, 1)}
+    weights = compute_class_weight("balanced", classes=np.array([0, 1]), y=labels)
+    return {k: float(w) for k, w in zip((0, 1), weights)}
