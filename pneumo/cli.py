@@ -2,12 +2,14 @@
 
 A thin shell over the library: parse arguments, call one function, print the result. Expected
 failures (bad data, bad bundle, bad image) print one line on stderr and exit 2, no traceback.
+Results (JSON) go to stdout; the library's progress messages (`logging`, INFO) go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -20,6 +22,30 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.y
 
 def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record is emitted (tests swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("[pneumo] %(message)s"))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """The library's loggers (`pneumo.*`) to stderr at `level`; other libraries' are untouched."""
+    logger = logging.getLogger("pneumo")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    logger.setLevel(level)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -131,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet_tensorflow()
+    configure_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

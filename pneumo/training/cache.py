@@ -1,0 +1,116 @@
+"""The conv-feature cache: train the trainable top on stored outputs of the frozen bottom.
+
+Layers below the deepest unfrozen stage never change, so their output is computed once for V
+views of each training image (view 0 clean, views 1..V-1 augmented) and kept in a resumable
+float16 memmap; `CachedViews` feeds it to `fit` one random view per image and epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from ..augment import augment_image, build_augmenter
+from ..config import Config, StageConfig
+from ..errors import ConfigError
+from ..fileio import atomic_write_json
+from ..layers import FEATURES_LAYER
+from ..pipeline import oversample_indices
+
+__all__ = ["cache_boundary", "CachedViews", "build_cache"]
+
+log = logging.getLogger(__name__)
+
+
+def cache_boundary(model: keras.Model, stages: list[StageConfig]):
+    """The tensor feeding the earliest unfrozen layer over all stages (the cache point)."""
+    prefixes = [s.unfreeze_from for s in stages if s.unfreeze_from]
+    if "*" in prefixes:
+        raise ConfigError("train.cache_views needs a frozen stem; a stage unfreezes everything ('*')")
+    for layer in model.layers:
+        if any(layer.name.startswith(p) for p in prefixes):
+            return layer.input
+    return model.get_layer(FEATURES_LAYER).input  # head-only training: cache the last conv map
+
+
+class CachedViews(keras.utils.PyDataset):
+    """Batches of cached features; each epoch picks one random view per image.
+
+    Yields (features float32, labels, sample_weights): class weights become sample weights.
+    """
+
+    def __init__(self, views: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
+                 weights: dict[int, float] | None = None, oversample: bool = False,
+                 shuffle: bool = True):
+        super().__init__()
+        self.views, self.labels = views, np.asarray(labels, dtype=np.float32)
+        self.batch_size, self.shuffle, self.oversample = batch_size, shuffle, oversample
+        self.rng = np.random.default_rng(seed)
+        self.class_w = weights
+        self.on_epoch_end()
+
+    def on_epoch_end(self):
+        base = (oversample_indices(self.labels, int(self.rng.integers(1 << 31)))
+                if self.oversample else np.arange(len(self.labels)))
+        self.order = self.rng.permutation(base) if self.shuffle else base
+        self.view_of = self.rng.integers(0, self.views.shape[0], size=len(self.order))
+
+    def __len__(self):
+        return math.ceil(len(self.order) / self.batch_size)
+
+    def __getitem__(self, i):
+        sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        idx, view = self.order[sl], self.view_of[sl]
+        x = np.stack([self.views[v, j] for v, j in zip(view, idx)]).astype(np.float32)
+        y = self.labels[idx]
+        if self.class_w is None:
+            return x, y
+        w = np.where(y > 0.5, self.class_w[1], self.class_w[0]).astype(np.float32)
+        return x, y, w
+
+
+def build_cache(bottom: keras.Model, images: np.ndarray, path: Path, views: int,
+                cfg: Config, batch: int = 64) -> np.ndarray:
+    """Bottom-network outputs for `views` views of `images`, as a resumable float16 memmap.
+
+    View 0 is the clean image, views 1.. are Albumentations augmentations (seed per view).
+    Progress is a tqdm bar on stderr; the rows done are saved every 8 batches for `--resume`.
+    """
+    shape = (views, len(images), *bottom.output.shape[1:])
+    done_path = path.with_suffix(".done.json")
+    done = json.loads(done_path.read_text())["rows"] if done_path.is_file() else 0
+    mode = "r+" if done and path.is_file() else "w+"
+    cache = np.lib.format.open_memmap(path, mode=mode, dtype=np.float16, shape=shape)
+    total = views * len(images)
+    forward = tf.function(lambda x: bottom(x, training=False), reduce_retracing=True)
+    log.info("feature cache %s: %d/%d rows done, %d to go", path.stem, done, total, total - done)
+    with tqdm(total=total, initial=done, unit="img", desc=f"feature cache {path.stem}",
+              disable=None) as progress:
+        for row in range(done, total, batch):
+            view, first = divmod(row, len(images))
+            last = min(first + batch, len(images))
+            chunk = images[first:last]
+            if view > 0:
+                augmenter = build_augmenter(cfg.augment,
+                                            seed=cfg.data.seed * 1000 + view * 7919 + first)
+                chunk = np.stack([augment_image(augmenter, im) for im in chunk])
+            cache[view, first:last] = forward(
+                tf.constant(chunk, tf.float32)).numpy().astype(np.float16)
+            done_rows = view * len(images) + last
+            progress.update(last - first)
+            if (done_rows // batch) % 8 == 0 or done_rows == total:
+                cache.flush()
+                atomic_write_json(done_path, {"rows": done_rows})
+            if last == len(images) and view == views - 1:
+                break
+    cache.flush()
+    atomic_write_json(done_path, {"rows": total})
+    log.info("feature cache %s: %d rows", path.stem, total)
+    return np.load(path, mmap_mode="r")
