@@ -19,7 +19,6 @@ The arithmetic here is numpy + scikit-learn; `site_outputs` needs the Keras mode
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError
-from .metrics import choose_threshold, fit_temperature, summary_metrics
+from .metrics import choose_threshold, fit_temperature, logit, summary_metrics
 
 POLICIES = ("sensitivity", "youden", "cost")
 ADAPT = ("head", "none")
@@ -126,9 +125,7 @@ def fit_site(features: np.ndarray, logits: np.ndarray, labels: np.ndarray, group
 
 def _decision_scores(probs: np.ndarray, threshold: float) -> np.ndarray:
     """Map probabilities so that `threshold` lands on 0.5, keeping the order within a fold."""
-    eps = 1e-7
-    z = np.log(np.clip(probs, eps, 1 - eps)) - np.log1p(-np.clip(probs, eps, 1 - eps))
-    t = math.log(max(threshold, eps)) - math.log1p(-min(threshold, 1 - eps))
+    z, t = logit(probs), float(logit([threshold])[0])
     return 1.0 / (1.0 + np.exp(-(z - t)))
 
 
@@ -217,7 +214,9 @@ def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Pat
     from .bundle import (MANIFEST, read_manifest, relative_to_bundle, sha256_file, write_json,
                          write_manifest)
     from .modelcard import model_card
-    from .model import LOGIT_LAYER, pooled_outputs
+    from .fileio import atomic_write_text
+    from .layers import LOGIT_LAYER
+    from .model import pooled_outputs
     from .predict import load_gate
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -290,7 +289,7 @@ def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Pat
                             ("auc", "accuracy", "sensitivity", "specificity")}
     if "gate" in info and hasattr(gate, "describe"):
         info["gate"] = {"file": "gate.npz", **gate.describe()}
-    (out_dir / "MODEL_CARD.md").write_text(model_card(info, metrics))
+    atomic_write_text(out_dir / "MODEL_CARD.md", model_card(info, metrics))
     write_manifest(out_dir, info)
     read_manifest(out_dir, verify=True)  # what was written verifies, or this raises
     return {"bundle": str(out_dir), "threshold": fit.threshold, "temperature": fit.temperature,

@@ -20,6 +20,7 @@ from .bundle import relative_to_bundle, write_json, write_manifest
 from .config import Config
 from .datasets import CLASS_NAMES
 from .export import export_saved_model
+from .fileio import atomic_write_text
 from .gatefit import fit_gate
 from .metrics import (apply_temperature, choose_threshold, fit_temperature, reliability_curve,
                       summary_metrics)
@@ -123,7 +124,7 @@ def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame]
                                                       "specificity")},
         "timing": timing,
     }
-    (out / "MODEL_CARD.md").write_text(model_card(info, metrics))
+    atomic_write_text(out / "MODEL_CARD.md", model_card(info, metrics))
     return write_manifest(out, info)
 
 

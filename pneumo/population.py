@@ -34,12 +34,13 @@ import numpy as np
 from .errors import BundleError, DataError
 from .fileio import save_npz_atomic
 from .gate import MahalanobisGate, _read_npz
+from .layers import GATE_STAGE_PREFIX
 
 __all__ = ["PopulationGate", "Flag", "image_flags", "GATE_LAYER_PREFIX"]
 
 FORMAT_VERSION = 2
 _KIND = "population_gate"
-GATE_LAYER_PREFIX = "conv4_"  # the gate reads the last block of this stage, pooled
+GATE_LAYER_PREFIX = GATE_STAGE_PREFIX  # the gate reads the last block of this stage, pooled
 # Image rules. Full-size paediatric films are 0.9-1.8 wide per tall (the 16 official val films:
 # 1.12-1.73); a film is never much smaller than the model input (under 150 px on its short side
 # for 224 px: a thumbnail or a crop); exposure: mean brightness of a chest film lies far inside

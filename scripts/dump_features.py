@@ -20,6 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pneumo.datasets import discover  # noqa: E402
+from pneumo.layers import DEFAULT_IMAGE_SIZE, FEATURES_LAYER, LOGIT_LAYER  # noqa: E402
 from pneumo.preprocess import load_model_input  # noqa: E402
 
 POOLED = ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out")
@@ -39,7 +40,7 @@ def main() -> None:
     from pneumo import model as _model  # noqa: F401  registers the preprocessing layer
 
     net = keras.models.load_model(Path(args.model) / "model.keras", compile=False)
-    outputs = [net.get_layer("avg_pool").output, net.get_layer("logit").output]
+    outputs = [net.get_layer(FEATURES_LAYER).output, net.get_layer(LOGIT_LAYER).output]
     outputs += [keras.ops.mean(net.get_layer(name).output, axis=(1, 2)) for name in POOLED]
     reader = keras.Model(net.input, outputs)
     forward = tf.function(lambda x: reader(x, training=False), reduce_retracing=True)
@@ -51,7 +52,8 @@ def main() -> None:
         parts: list[list[np.ndarray]] = [[] for _ in outputs]
         for first in range(0, len(frame), args.batch):
             chunk = frame.path.iloc[first:first + args.batch]
-            x = np.stack([load_model_input(p, 224) for p in chunk]).astype(np.float32)
+            x = np.stack([load_model_input(p, DEFAULT_IMAGE_SIZE)
+                          for p in chunk]).astype(np.float32)
             for store, value in zip(parts, forward(tf.constant(x))):
                 store.append(value.numpy().astype(np.float32))
             print(f"{name}: {min(first + args.batch, len(frame))}/{len(frame)}", flush=True)
