@@ -9,10 +9,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import state
+from app import widgets
 
 HERE = Path(__file__).resolve().parent
-# On a phone Streamlit stacks every column; rows of metrics made with state.metric_columns
+# On a phone Streamlit stacks every column; rows of metrics made with widgets.metric_columns
 # (keyed "pair-…") stay side by side, so pairs read as pairs; charts may not overflow.
 PHONE_CSS = """<style>
 @media (max-width: 640px) {
@@ -69,7 +69,7 @@ def main() -> None:
                        page_icon=favicon(), layout="wide")
     st.html(PHONE_CSS)
     current = build_navigation()
-    state.sidebar()
+    widgets.sidebar()
     current.run()
 
 

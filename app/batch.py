@@ -9,7 +9,7 @@ import hashlib
 import pandas as pd
 import streamlit as st
 
-from app import state, uploads
+from app import state, uploads, widgets
 from pneumo import verdict
 from pneumo.errors import PneumoError
 
@@ -70,7 +70,7 @@ def counts(table: pd.DataFrame) -> dict[str, int]:
 
 def _summary(table: pd.DataFrame) -> None:
     c = counts(table)
-    cols = state.metric_columns(4, "batch-counts")
+    cols = widgets.metric_columns(4, "batch-counts")
     cols[0].metric("PNEUMONIA", c["PNEUMONIA"], help="At or above the decision threshold.")
     cols[1].metric("NORMAL", c["NORMAL"], help="Below the decision threshold.")
     cols[2].metric("Not assessed", c[verdict.NOT_ASSESSED_SHORT],

@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from app import charts, state
+from app import charts, formatting, state, widgets
 from pneumo.metrics import expected_calibration_error, reliability_curve
 from pneumo.stats import wilson_interval
 
@@ -11,7 +11,7 @@ from pneumo.stats import wilson_interval
 def main() -> None:
     bundle = state.require_bundle()
     st.title("Calibration")
-    view = state.data_selector(bundle, "calibration")
+    view = widgets.data_selector(bundle, "calibration")
     y, p = view.y, view.p
     st.caption(f"Reliability of the probabilities on {view.caption}. Points on the diagonal "
                "are perfectly calibrated; bars are 95% Wilson intervals of the observed "
@@ -23,13 +23,13 @@ def main() -> None:
     ece = expected_calibration_error(y, p, n_bins)
     brier = float(np.mean((p - y) ** 2))
     temperature = bundle.manifest.get("temperature")
-    cols = state.metric_columns(3, "calibration")
-    cols[0].metric("ECE", state.fmt(ece), help="Expected calibration error: the average gap "
+    cols = widgets.metric_columns(3, "calibration")
+    cols[0].metric("ECE", formatting.fmt(ece), help="Expected calibration error: the average gap "
                    "between predicted and observed pneumonia rate, weighted by bin size. "
                    "0 is perfect.")
-    cols[1].metric("Brier score", state.fmt(brier), help="Mean squared error of the "
+    cols[1].metric("Brier score", formatting.fmt(brier), help="Mean squared error of the "
                    "probabilities; 0 is perfect, 0.25 is a coin flip.")
-    cols[2].metric("Temperature", state.fmt(temperature, 2), help="Logits are divided by this "
+    cols[2].metric("Temperature", formatting.fmt(temperature, 2), help="Logits are divided by this "
                    "before the sigmoid (fitted on the validation split; 1 = unchanged).")
     st.plotly_chart(charts.reliability_figure(curve, y, p, f"{view.name}, n = {view.n}"),
                     width="stretch", key="reliability")

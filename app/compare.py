@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import charts, state
+from app import charts, state, widgets
 from pneumo.errors import BundleError, DataError
 
 UPLOAD = "upload new films here"
@@ -115,7 +115,7 @@ def _show(done: dict) -> None:
                           "reason": [p.error for p in done["problems"]]}, hide_index=True)
     diff = result.get("auc_difference")
     if diff:
-        cols = state.metric_columns(2, "auc-difference")
+        cols = widgets.metric_columns(2, "auc-difference")
         cols[0].metric("AUC difference (A − B)", f"{diff['auc_difference']:+.4f}",
                        help="Paired: both models scored on the same bootstrap resamples.")
         cols[1].metric("95% CI (paired bootstrap)", f"{diff['ci'][0]:+.4f} to "

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import charts, state
+from app import charts, formatting, state, widgets
 from pneumo.metrics import threshold_metrics
 
 LABELS = {
@@ -18,12 +18,12 @@ LABELS = {
 def main() -> None:
     bundle = state.require_bundle()
     st.title("Confusion matrix")
-    view = state.data_selector(bundle, "confusion")
+    view = widgets.data_selector(bundle, "confusion")
     y, p = view.y, view.p
     st.caption(f"{view.caption}. Move the threshold to see the trade-off.")
     c1, c2 = st.columns([2, 1])
     with c1:
-        threshold = state.threshold_control(bundle, "confusion")
+        threshold = widgets.threshold_control(bundle, "confusion")
     with c2:
         # The default prevalence is that of the films shown, and says so: it is rarely the
         # prevalence where the model is used.
@@ -45,14 +45,14 @@ def main() -> None:
                         width="stretch", key="confusion")
     with right:
         for row in range(0, len(LABELS), 2):
-            cols = state.metric_columns(2, f"confusion-{row}")  # pairs, also on a phone
+            cols = widgets.metric_columns(2, f"confusion-{row}")  # pairs, also on a phone
             for col, (key, (label, help_text)) in zip(cols, list(LABELS.items())[row:row + 2]):
-                col.metric(label, state.fmt(m[key]), help=help_text)
+                col.metric(label, formatting.fmt(m[key]), help=help_text)
         st.markdown(f"**At a prevalence of {prevalence:.1%}**")
-        cols = state.metric_columns(2, "prevalence")
-        cols[0].metric("PPV", state.fmt(m["ppv_at_prevalence"]),
+        cols = widgets.metric_columns(2, "prevalence")
+        cols[0].metric("PPV", formatting.fmt(m["ppv_at_prevalence"]),
                        help="Chance that a flagged film has pneumonia, at this prevalence.")
-        cols[1].metric("NPV", state.fmt(m["npv_at_prevalence"]),
+        cols[1].metric("NPV", formatting.fmt(m["npv_at_prevalence"]),
                        help="Chance that a cleared film is normal, at this prevalence.")
     (tn, fp), (fn, tp) = m["confusion_matrix"]
     st.caption(f"At threshold {threshold:.3f}, on {view.n} films of {view.name}: {tp} "

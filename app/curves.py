@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from app import charts, state
+from app import charts, formatting, state, widgets
 from pneumo.metrics import bootstrap_ci, pr_points, roc_points, summary_metrics, \
     threshold_metrics
 
@@ -19,25 +19,25 @@ def ranking(y: np.ndarray, p: np.ndarray) -> dict:
 def main() -> None:
     bundle = state.require_bundle()
     st.title("ROC & PR curves")
-    view = state.data_selector(bundle, "curves")
+    view = widgets.data_selector(bundle, "curves")
     y, p = view.y, view.p
     st.caption(f"{view.caption}. Hover a curve for the threshold, sensitivity and specificity "
                "at that point.")
-    threshold = state.threshold_control(bundle, "curves")
+    threshold = widgets.threshold_control(bundle, "curves")
     m = threshold_metrics(y, p, threshold)
     rank = ranking(y, p)
     roc, pr = roc_points(y, p), pr_points(y, p)
     films = f"{view.name}, n = {view.n}"
-    auc_text = f"AUC {state.fmt(rank['auc'])}{state.fmt_ci(rank['auc_ci'])}"
-    ap_text = f"AP {state.fmt(rank['pr_auc'])}"
-    row = state.metric_columns(2, "auc")
-    row[0].metric("ROC AUC", state.fmt(rank["auc"]),
+    auc_text = f"AUC {formatting.fmt(rank['auc'])}{formatting.fmt_ci(rank['auc_ci'])}"
+    ap_text = f"AP {formatting.fmt(rank['pr_auc'])}"
+    row = widgets.metric_columns(2, "auc")
+    row[0].metric("ROC AUC", formatting.fmt(rank["auc"]),
                   help="Chance that a random pneumonia film scores above a random normal one.")
-    row[1].metric("AUC 95% CI", state.fmt_range(rank["auc_ci"]),
+    row[1].metric("AUC 95% CI", formatting.fmt_range(rank["auc_ci"]),
                   help="Percentile bootstrap over the films (1,000 resamples).")
-    row = state.metric_columns(2, "operating-point")
-    row[0].metric("Sensitivity", state.fmt(m["sensitivity"]))
-    row[1].metric("Specificity", state.fmt(m["specificity"]))
+    row = widgets.metric_columns(2, "operating-point")
+    row[0].metric("Sensitivity", formatting.fmt(m["sensitivity"]))
+    row[1].metric("Specificity", formatting.fmt(m["specificity"]))
     left, right = st.columns(2)
     with left:
         st.subheader("ROC curve")

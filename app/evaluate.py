@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app import state
+from app import formatting, state, widgets
 from pneumo import verdict
 from pneumo.errors import DataError, PneumoError
 
@@ -81,16 +81,16 @@ def _run(named: list[tuple[str, bytes]], bundle):
 
 
 def _headline(ev, bundle, metrics: dict) -> None:
-    fmt, ci = state.fmt, state.fmt_ci
-    cols = state.metric_columns(2, "eval-auc")
-    cols[0].metric("ROC AUC", fmt(metrics["auc"]), help="95% CI " + state.fmt_range(
+    fmt, ci = formatting.fmt, formatting.fmt_ci
+    cols = widgets.metric_columns(2, "eval-auc")
+    cols[0].metric("ROC AUC", fmt(metrics["auc"]), help="95% CI " + formatting.fmt_range(
         metrics["auc_ci"]) + " (bootstrap over the films)")
     cols[1].metric("Accuracy", fmt(metrics["accuracy"]))
-    cols = state.metric_columns(2, "eval-operating-point")
+    cols = widgets.metric_columns(2, "eval-operating-point")
     cols[0].metric("Sensitivity", fmt(metrics["sensitivity"]),
-                   help="95% CI " + state.fmt_range(metrics["sensitivity_ci"]))
+                   help="95% CI " + formatting.fmt_range(metrics["sensitivity_ci"]))
     cols[1].metric("Specificity", fmt(metrics["specificity"]),
-                   help="95% CI " + state.fmt_range(metrics["specificity_ci"]))
+                   help="95% CI " + formatting.fmt_range(metrics["specificity_ci"]))
     (tn, fp), (fn, tp) = metrics["confusion_matrix"]
     st.caption(f"At the bundle's threshold {ev.threshold:.4g}: AUC {fmt(metrics['auc'])}"
                f"{ci(metrics['auc_ci'])}; sensitivity {fmt(metrics['sensitivity'])}"
@@ -279,7 +279,7 @@ def _calibrate(ev, bundle, name: str, policy: str, target: float) -> None:
                "bundle is unchanged.")
     site = summary.get("site") or {}
     if site.get("n"):
-        fmt, ci = state.fmt, state.fmt_ci
+        fmt, ci = formatting.fmt, formatting.fmt_ci
         st.markdown(
             f"New threshold **{fmt(summary.get('threshold'), 4)}** (temperature "
             f"{fmt(summary.get('temperature'), 3)}). Cross-validated on these {site['n']} films "
@@ -314,7 +314,7 @@ def _results(ev, bundle) -> None:
                  icon=":material/grid_view:")
     st.page_link("app/compare.py", label="Compare another model on these films",
                  icon=":material/compare_arrows:")
-    threshold = state.threshold_control(bundle, "evaluate")
+    threshold = widgets.threshold_control(bundle, "evaluate")
     st.download_button("Download per-film results (CSV)", results_csv(ev.table, threshold),
                        file_name="pneumo-evaluation.csv", mime="text/csv",
                        icon=":material/download:")

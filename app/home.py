@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import state
+from app import formatting, state, widgets
 
 
 def headline() -> None:
@@ -22,7 +22,7 @@ def headline() -> None:
     site = bundle.manifest.get("headline_site")
     if isinstance(site, dict) and site:
         _four(site, "home-site")
-        st.caption(state.site_caption(bundle.manifest))
+        st.caption(formatting.site_caption(bundle.manifest))
     head = bundle.manifest.get("headline") or {}
     n = ((bundle.manifest.get("training_data") or {}).get("counts") or {}).get("test") or {}
     films = (f"{n['images']} films of {n.get('patients', '?')} patients of the internal test "
@@ -30,7 +30,7 @@ def headline() -> None:
     if isinstance(site, dict) and site:
         st.caption(f"Second yardstick, {films} (a patient split of the training folder: easier "
                    "than new patients): " + " · ".join(
-                       f"{k.upper() if k == 'auc' else k} {state.fmt(head.get(k))}"
+                       f"{k.upper() if k == 'auc' else k} {formatting.fmt(head.get(k))}"
                        for k in KEYS))
     else:
         _four(head, "home")
@@ -44,10 +44,10 @@ KEYS = ("auc", "sensitivity", "specificity", "accuracy")
 
 def _four(figures: dict, key: str) -> None:
     for k, row in enumerate((KEYS[:2], KEYS[2:])):
-        cols = state.metric_columns(2, f"{key}-{k}")
+        cols = widgets.metric_columns(2, f"{key}-{k}")
         for col, name in zip(cols, row):
             col.metric(name.upper() if name == "auc" else name.capitalize(),
-                       state.fmt(figures.get(name)))
+                       formatting.fmt(figures.get(name)))
 
 
 def main() -> None:

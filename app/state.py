@@ -1,4 +1,7 @@
-"""Bundle discovery, caching and the state shared by the pages.
+"""Bundle discovery, caching and the session state shared by the pages.
+
+Formatting of figures lives in `app.formatting`, the widgets (sidebar, threshold slider, film
+selector, metric rows) in `app.widgets`.
 
 * Bundles: every folder with a manifest.json under `<repo>/models`, or under $PNEUMO_MODELS_DIR
   (which may also be one bundle folder itself).
@@ -192,127 +195,6 @@ def _prediction_key(predictor, data: bytes, cam: str) -> tuple:
     return hashlib.sha256(data).hexdigest(), str(predictor.directory), cam
 
 
-def threshold_control(bundle: Bundle, page: str, label: str = "Decision threshold") -> float:
-    """A threshold slider whose value is shared by the pages that show one, with a reset.
-
-    Each page has its own widget (`page` names it); the value lives in a plain session key,
-    copied into the widget when another page changed it. It is exploratory: Predict and Batch
-    always use the bundle's own threshold.
-    """
-    store = f"threshold::{bundle.path}"
-    widget = f"threshold::{page}::{bundle.path}"
-    st.session_state.setdefault(store, bundle.threshold)
-    if st.session_state.get(widget) != st.session_state[store]:
-        st.session_state[widget] = st.session_state[store]
-    st.slider(label, 0.0, 1.0, step=0.001, format="%.3f", key=widget,
-              on_change=_copy_state, args=(widget, store),
-              help=f"Probability ≥ threshold is called pneumonia. The bundle's threshold is "
-                   f"{bundle.threshold:.4g}, chosen on the validation split.")
-    moved = abs(st.session_state[store] - bundle.threshold) > 1e-9
-    left, right = st.columns([1, 3], vertical_alignment="center")
-    left.button(f"Reset to {bundle.threshold:.4g}", key=f"reset::{page}", disabled=not moved,
-                on_click=_set_state, args=(store, bundle.threshold),
-                help="Back to the bundle's own threshold (chosen on its validation split).")
-    right.caption("Exploratory — not used by Predict or Batch, which always apply the "
-                  f"bundle's threshold {bundle.threshold:.4g}."
-                  + (" :orange[Moved from the bundle's value.]" if moved else ""))
-    return float(st.session_state[store])
-
-
-def _set_state(key: str, value: Any) -> None:
-    st.session_state[key] = value
-
-
-def _copy_state(source: str, target: str) -> None:
-    st.session_state[target] = st.session_state[source]
-
-
-def sidebar() -> None:
-    """The model picker and the selected bundle's facts."""
-    bundles = find_bundles()
-    with st.sidebar:
-        st.subheader("Model")
-        if not bundles:
-            st.warning(f"No model bundles under `{models_root()}`.")
-            st.session_state[BUNDLE_KEY] = None
-            return
-        options = [str(p) for p in bundles]
-        if st.session_state.get(BUNDLE_KEY) not in options:
-            st.session_state[BUNDLE_KEY] = options[0]
-        st.selectbox("Model bundle", options, key=BUNDLE_KEY,
-                     format_func=lambda p: Path(p).name,
-                     help="Folders with a manifest.json under models/ (or $PNEUMO_MODELS_DIR).")
-        try:
-            manifest = read_manifest(Path(st.session_state[BUNDLE_KEY]), verify=False)
-        except BundleError as exc:
-            st.error(str(exc))
-            return
-        try:
-            _bundle_facts(manifest)
-        except (TypeError, ValueError, AttributeError):
-            st.caption("This bundle's manifest has unexpected values; see the pages for details.")
-
-
-def _bundle_facts(manifest: dict[str, Any]) -> None:
-    st.markdown(f"**{manifest.get('name', '?')}** · {manifest.get('backbone', '?')} · "
-                f"{manifest.get('image_size', '?')} px  \ncreated {manifest.get('created', '?')}")
-    counts = (manifest.get("training_data") or {}).get("counts") or {}
-    if counts:
-        st.caption("Data (images / patients / with pneumonia): " + "; ".join(
-            f"{split} {c.get('images', '?')} / {c.get('patients', '?')} / "
-            f"{c.get('pneumonia', '?')}" for split, c in counts.items()))
-    site = manifest.get("headline_site")
-    if isinstance(site, dict) and site:
-        st.caption(site_caption(manifest) + ": " + " · ".join(
-            f"{k.upper() if k == 'auc' else k} {fmt(v)}" for k, v in site.items()))
-    head = manifest.get("headline") or {}
-    n_test = (counts.get("test") or {}).get("images")
-    if head:
-        st.caption(f"Internal test split (same folder as training{f', {n_test} films' if n_test else ''}): "
-                   + " · ".join(f"{k.upper() if k == 'auc' else k} {v:.3f}"
-                                for k, v in head.items() if isinstance(v, (int, float))))
-    st.caption(f"Decision threshold {fmt(manifest.get('threshold'), 4)}")
-
-
-def site_caption(manifest: dict[str, Any]) -> str:
-    """Where a calibrated bundle's headline figures come from, with n."""
-    source = manifest.get("calibrated_from") or {}
-    counts = source.get("n_per_class") or {}
-    n = sum(v for v in counts.values() if isinstance(v, int))
-    return (f"New patients: {n or '?'} films ({counts.get('NORMAL', '?')} normal, "
-            f"{counts.get('PNEUMONIA', '?')} pneumonia; {source.get('n_patients', '?')} patients) "
-            f"of `{Path(str(source.get('data', '?'))).name}`, cross-validated by patient "
-            "(the last layer, temperature and threshold were fitted on the other folds)")
-
-
-def metric_columns(n: int, key: str) -> list:
-    """`n` columns for a row of metrics: kept side by side on a phone (streamlit_app.py's CSS
-    matches the `pair-` key), where plain columns stack one under another."""
-    return st.container(key=f"pair-{key}").columns(n)
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    """A metric for display: nan/None -> "n/a"."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
-    return "n/a" if v != v else f"{v:.{digits}f}"
-
-
-def fmt_range(ci: Any) -> str:
-    """[low, high] -> "low–high", or "n/a"."""
-    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or "n/a" in (fmt(ci[0]), fmt(ci[1])):
-        return "n/a"
-    return f"{fmt(ci[0])}–{fmt(ci[1])}"
-
-
-def fmt_ci(ci: Any) -> str:
-    """[low, high] -> " (95% CI low–high)", or "" when unknown."""
-    text = fmt_range(ci)
-    return "" if text == "n/a" else f" (95% CI {text})"
-
-
 # ----------------------------------------------------------------------------- data sets
 
 EVALUATIONS = "evaluations"  # session key: {key: pneumo.evaluate.Evaluation}
@@ -354,7 +236,8 @@ def store_evaluation(evaluation) -> str:
 DATASET_KEY = "dataset"
 
 
-def _internal_view(bundle: Bundle) -> DataView:
+def internal_view(bundle: Bundle) -> DataView:
+    """The bundle's own held-out test split, with the words that say who scored it."""
     y, p = bundle.predictions()
     caption = (f"{len(y)} held-out test films of the bundle's own patient split "
                f"({int(y.sum())} pneumonia, {int(len(y) - y.sum())} normal) of model "
@@ -370,33 +253,6 @@ def _internal_view(bundle: Bundle) -> DataView:
     return DataView(y, p, f"held-out test split of {bundle.name}", caption)
 
 
-def data_selector(bundle: Bundle, page: str) -> DataView:
-    """The films a metric page shows: the bundle's internal test split or an evaluated set
-    (scored by this bundle). The choice is shared between pages."""
-    sets = {k: ev for k, ev in evaluations().items() if ev.model_path == str(bundle.path)}
-    options = [INTERNAL, *sets]
-    chosen = st.session_state.get(DATASET_KEY, INTERNAL)
-    chosen = chosen if chosen in options else INTERNAL
-    widget = f"{DATASET_KEY}::{page}"
-    st.session_state[widget] = chosen
-    if len(options) > 1:
-        st.selectbox("Films", options, key=widget, on_change=_copy_state,
-                     args=(widget, DATASET_KEY),
-                     format_func=lambda k: (f"Held-out test split of {bundle.name}"
-                                            if k == INTERNAL else f"Your films: {k}"),
-                     help="Evaluate your own labelled films on the Evaluate page to add "
-                          "them here.")
-    other = len(evaluations()) - len(sets)
-    if other:
-        st.caption(f"{other} evaluated set(s) were scored by another model: pick it in the "
-                   "sidebar to see them.")
-    if chosen == INTERNAL:
-        return _internal_view(bundle)
-    ev = sets[chosen]
-    return DataView(ev.table["label"].to_numpy().astype(int),
-                    ev.table["probability"].to_numpy().astype(float), ev.name, ev.caption(), ev)
-
-
 __all__ = ["Bundle", "BundleError", "DataError", "find_bundles", "get_predictor", "load_bundle",
-           "models_root", "require_bundle", "sidebar", "threshold_control", "cached_prediction",
-           "DataView", "data_selector", "evaluations", "store_evaluation", "metric_columns"]
+           "models_root", "require_bundle", "selected_path", "cached_prediction", "analysed_at",
+           "DataView", "internal_view", "evaluations", "store_evaluation"]
