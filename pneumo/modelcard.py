@@ -1,7 +1,8 @@
 """The model card: what the model is for, what it was trained on, how well it does, where it fails.
 
 Written into every bundle as MODEL_CARD.md from the bundle's own manifest and metrics, so the
-figures on the card are always the measured ones.
+figures on the card are always the measured ones. The one text of the card: the dashboard's
+Model card page shows the bundle's MODEL_CARD.md, or this card built from a bundle without one.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ LIMITATIONS = [
     "Training images were squashed to 224x224 without keeping the aspect ratio; uploads are "
     "squashed the same way, which distorts very wide or tall images.",
     "Grad-CAM heatmaps are coarse (7x7 cells) and show where the network looked, not a lesion "
-    "outline.",
+    "outline; they can highlight markers, text or the image border.",
+    "PPV and NPV depend on the prevalence of pneumonia where the model is used.",
 ]
 
 FAILURE_MODES = [
@@ -36,6 +38,7 @@ FAILURE_MODES = [
     "of population, but the probability is still computed and is meaningless).",
     "Films with text overlays, rulers, tubes or lines that the training set rarely had.",
     "Images close to the threshold or unstable under small shifts (flagged as needs review).",
+    "Viral and bacterial pneumonia are not told apart; other opacities may score as pneumonia.",
 ]
 
 
@@ -86,28 +89,56 @@ that never saw its patient, at that fit's threshold. 95% CIs from bootstrap resa
 """
 
 
-def _gate_section(manifest: dict[str, Any], metrics: dict[str, Any]) -> str:
-    gate = manifest.get("gate", {})
+def gate_catch_rows(metrics: dict[str, Any]) -> list[str]:
+    """Table rows of the gate's catch rate on out-of-population sets, from metrics.json's
+    `gate_catch_rate` ({set: {"images": n, "flagged": k}} or {set: rate}), as
+    `scripts/gate_report.py --write-metrics` stores it."""
+    rates = metrics.get("gate_catch_rate") or (metrics.get("gate") or {}).get("catch_rate") or {}
     rows = []
-    for name, value in (metrics.get("gate_catch_rate") or {}).items():
+    for name, value in rates.items():
         if isinstance(value, dict) and value.get("images"):
-            rows.append(f"| {name} | {value['flagged']} / {value['images']} "
-                        f"({100 * value['flagged'] / value['images']:.1f}%) |")
-    table = ("| set | flagged |\n|---|---|\n" + "\n".join(rows)) if rows else \
-        "Flag rates: see `scripts/gate_report.py`."
-    adult = gate.get("adult_detector") or {}
-    return f"""## Out-of-population gate
-Refuses to judge what the model does not know, with a reason: image rules (colour picture,
+            flagged = value.get("flagged", 0)
+            rows.append(f"| {name} | {flagged} / {value['images']} | "
+                        f"{100 * flagged / value['images']:.1f}% |")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            rows.append(f"| {name} | | {100 * float(value):.1f}% |")
+    return rows
+
+
+def gate_catch_table(metrics: dict[str, Any]) -> str:
+    """The catch-rate rows as a Markdown table, or "" when the bundle has not measured them."""
+    rows = gate_catch_rows(metrics)
+    return ("| set (outside the population) | flagged | catch rate |\n|---|---|---|\n"
+            + "\n".join(rows)) if rows else ""
+
+
+def _gate_section(manifest: dict[str, Any], metrics: dict[str, Any]) -> str:
+    gate = manifest.get("gate") or {}
+    table = gate_catch_table(metrics) or (
+        "Catch rates on out-of-population sets: not measured for this bundle "
+        "(`python scripts/gate_report.py --model BUNDLE --write-metrics` measures them).")
+    flag_rate = metrics.get("gate_flag_rate") or {}
+    false_alarms = ("In-population films it flags (false alarms): " + ", ".join(
+        f"{100 * float(v):.1f}% of {k}" for k, v in flag_rate.items()) + ".\n\n"
+        if flag_rate else "")
+    if not gate:
+        how = ("Refuses to judge what the model does not know, with a reason; its settings are "
+               "not recorded in this bundle's manifest.")
+    else:
+        adult = gate.get("adult_detector") or {}
+        how = f"""Refuses to judge what the model does not know, with a reason: image rules (colour picture,
 blank, too small or cropped, unusual exposure); a Mahalanobis distance on the pooled
 `{gate.get('layer')}` features to the training films ("not a chest radiograph like the
 training films"); and an adult-film detector (logistic regression against
 {adult.get('n_adult_films', 0)} adult films; "looks like an adult chest film"). Cut-offs at the
-{gate.get('percentile')}th percentile of in-population films ({', '.join(gate.get('cutoffs_set_on', []))}).
+{gate.get('percentile')}th percentile of in-population films ({', '.join(gate.get('cutoffs_set_on', []))})."""
+    return f"""## Out-of-population gate
+{how}
 A refused image gets no verdict ("NOT ASSESSED").
 
 {table}
 
-"""
+{false_alarms}"""
 
 
 def model_card(manifest: dict[str, Any], metrics: dict[str, Any]) -> str:
@@ -115,7 +146,7 @@ def model_card(manifest: dict[str, Any], metrics: dict[str, Any]) -> str:
     test = metrics.get("test", {})
     counts = manifest.get("training_data", {}).get("counts", {})
     rows = "\n".join(
-        f"| {split} | {c['images']} | {c['patients']} | {c['pneumonia']} |"
+        f"| {split} | {c.get('images', '')} | {c.get('patients', '')} | {c.get('pneumonia', '')} |"
         for split, c in counts.items())
     timing = metrics.get("timing", {})
     stages = ", ".join(f"{s['name']} {s['seconds'] / 60:.1f} min" for s in timing.get("stages", []))
