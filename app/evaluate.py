@@ -2,6 +2,8 @@
 per-film CSV out. The scored set then appears in the data selector of every metric page.
 
 The scoring is `pneumo.evaluate.evaluate_films`, the same path as `python -m pneumo evaluate`.
+One page, one module (over 300 lines): upload, scoring, metrics and error gallery are the
+steps of one form, sharing its session keys.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ site that adopts pneumo has a few hundred labelled films of its own; this module
   CIs. No film is scored by a fit that saw it.
 
 The arithmetic here is numpy + scikit-learn; `site_outputs` needs the Keras model.
+
+One piece (over 300 lines): the site fit, its patient-grouped cross-validation and the
+calibrated bundle it writes share one procedure; split apart, the CV could drift from the fit.
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ decoded image itself:
 Every cut-off is set on in-population films only (the validation split, and a site's own
 films when `pneumo calibrate` refits it): the `percentile`-th percentile of their scores,
 never on the films used to report the flag rates. numpy + scikit-learn: no TensorFlow import.
+
+One piece (over 300 lines): the image rules, the distance gate and the adult detector are
+fitted, saved, loaded and applied together as one `PopulationGate` with one file format.
 """
 
 from __future__ import annotations

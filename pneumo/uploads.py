@@ -16,6 +16,9 @@ all, on the declared sizes first and again while reading (a member that inflates
 declared size is refused, so a forged header cannot get a bomb through). Directories,
 __MACOSX, hidden files and desktop junk are skipped. Every other problem becomes an item with
 an error: nothing is dropped silently.
+
+One piece (over 300 lines): the limits, the ZIP guard and the labelled-upload reader must
+agree on every rule (what is skipped, what is refused), so they live together.
 """
 
 from __future__ import annotations
