@@ -66,13 +66,7 @@ def roc_figure(roc: pd.DataFrame, threshold: float, sens: float, spec: float,
                     marker=dict(size=13, color=RED, symbol="x"),
                     hovertemplate=f"threshold {threshold:.4f}<br>sensitivity {sens:.3f}<br>"
                                   f"specificity {spec:.3f}<extra></extra>")
-    fig.update_layout(xaxis_title="1 − specificity (false-positive rate)",
-                      yaxis_title="sensitivity (true-positive rate)", height=430,
-                      title=dict(text=films, font=dict(size=13)),
-                      legend=dict(x=0.45, y=0.05), margin=dict(l=10, r=10, t=40, b=10))
-    fig.update_xaxes(range=[-0.01, 1.01])
-    fig.update_yaxes(range=[-0.01, 1.01], scaleanchor="x", scaleratio=1)
-    return fig
+    return _roc_axes(fig, films, height=430, legend_x=0.45)
 
 
 def pr_figure(pr: pd.DataFrame, threshold: float, recall: float, precision: float,
@@ -205,10 +199,15 @@ def roc_overlay(curves: list[tuple[str, pd.DataFrame]], films: str = "") -> go.F
                         hovertemplate=f"{name}<br>threshold %{{customdata:.4f}}<br>"
                                       "sensitivity %{y:.3f}<br>1 − specificity %{x:.3f}"
                                       "<extra></extra>")
+    return _roc_axes(fig, films, height=460, legend_x=0.3)
+
+
+def _roc_axes(fig: go.Figure, films: str, height: int, legend_x: float) -> go.Figure:
+    """The ROC plane: square axes from 0 to 1, titled with the films shown."""
     fig.update_layout(xaxis_title="1 − specificity (false-positive rate)",
-                      yaxis_title="sensitivity (true-positive rate)", height=460,
+                      yaxis_title="sensitivity (true-positive rate)", height=height,
                       title=dict(text=films, font=dict(size=13)),
-                      legend=dict(x=0.3, y=0.05), margin=dict(l=10, r=10, t=40, b=10))
+                      legend=dict(x=legend_x, y=0.05), margin=dict(l=10, r=10, t=40, b=10))
     fig.update_xaxes(range=[-0.01, 1.01])
     fig.update_yaxes(range=[-0.01, 1.01], scaleanchor="x", scaleratio=1)
     return fig

@@ -5,8 +5,6 @@ the paired AUC difference and the films where they disagree. Same as `pneumo com
 from __future__ import annotations
 
 import hashlib
-import logging
-import time
 from pathlib import Path
 
 import streamlit as st
@@ -71,25 +69,14 @@ def _run(bundle, path_b: Path, picked):
     pred_a, pred_b = state.get_predictor(bundle), state.get_predictor(bundle_b)
     if pred_a is None or pred_b is None:
         return None
-    bar = st.progress(0.0, text="Scoring…")
-    started = time.perf_counter()
-
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / total, text=f"Scored {done} of {total} (films × models, "
-                                        f"{time.perf_counter() - started:.0f} s)")
-
-    try:
-        result, failed = compare_films(pred_a, pred_b, films, progress, tables=tables)
-    except DataError as exc:
-        bar.empty()
-        st.error(f"The models cannot be compared on these films: {exc}")
+    done = widgets.scoring(
+        "Scoring…", lambda done, total, s: f"Scored {done} of {total} (films × models, {s:.0f} s)",
+        lambda progress: compare_films(pred_a, pred_b, films, progress, tables=tables),
+        "The models cannot be compared on these films",
+        "Unexpected error while comparing ({kind}). Try again.", __name__)
+    if done is None:
         return None
-    except Exception as exc:  # a bug, but the page must keep serving and say so plainly
-        logging.getLogger(__name__).exception("comparison failed")
-        bar.empty()
-        st.error(f"Unexpected error while comparing ({type(exc).__name__}). Try again.")
-        return None
-    bar.empty()
+    result, failed = done
     cache.clear()  # one comparison kept: each holds two tables only, but sessions are many
     cache[key] = {"result": result, "problems": problems + failed, "name": name,
                   "layout": layout}

@@ -13,7 +13,6 @@ import hashlib
 import importlib.util
 import logging
 import re
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -56,29 +55,18 @@ def _run(named: list[tuple[str, bytes]], bundle):
     predictor = state.get_predictor(bundle)
     if predictor is None:
         return None
-    bar = st.progress(0.0, text=f"Scoring {c['films']} films…")
-    started = time.perf_counter()
-
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / total, text=f"Scored {done} of {total} films "
-                                        f"({time.perf_counter() - started:.0f} s)")
-
     name = upload.source if len(upload.source) < 60 else upload.source[:57] + "…"
-    try:
-        evaluation = evaluate_films(predictor, upload.films, name=name, source=upload.source,
-                                    layout=upload.layout, progress=progress,
-                                    problems=upload.problems)
-    except DataError as exc:
-        bar.empty()
-        st.error(f"No film could be scored: {exc}")
+    evaluation = widgets.scoring(
+        f"Scoring {c['films']} films…",
+        lambda done, total, s: f"Scored {done} of {total} films ({s:.0f} s)",
+        lambda progress: evaluate_films(predictor, upload.films, name=name, source=upload.source,
+                                        layout=upload.layout, progress=progress,
+                                        problems=upload.problems),
+        "No film could be scored",
+        "Unexpected error while scoring these films ({kind}); nothing was stored. Try again, or "
+        "split the upload.", __name__)
+    if evaluation is None:
         return None
-    except Exception as exc:  # a bug, but the page must keep serving and say so plainly
-        logging.getLogger(__name__).exception("evaluation failed")
-        bar.empty()
-        st.error(f"Unexpected error while scoring these films ({type(exc).__name__}); nothing "
-                 "was stored. Try again, or split the upload.")
-        return None
-    bar.empty()
     return state.store_evaluation(evaluation)
 
 

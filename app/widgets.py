@@ -4,19 +4,21 @@ selector and rows of metrics. Their values live in `st.session_state` (see `app.
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import streamlit as st
 
 from pneumo.bundle import read_manifest
-from pneumo.errors import BundleError
+from pneumo.errors import BundleError, DataError
 
 from app.formatting import fmt, site_caption
 from app.state import (BUNDLE_KEY, DATASET_KEY, INTERNAL, Bundle, DataView, evaluations,
                        find_bundles, internal_view, models_root)
 
-__all__ = ["threshold_control", "sidebar", "metric_columns", "data_selector"]
+__all__ = ["threshold_control", "sidebar", "metric_columns", "data_selector", "scoring"]
 
 
 def threshold_control(bundle: Bundle, page: str, label: str = "Decision threshold") -> float:
@@ -132,3 +134,30 @@ def data_selector(bundle: Bundle, page: str) -> DataView:
     ev = sets[chosen]
     return DataView(ev.table["label"].to_numpy().astype(int),
                     ev.table["probability"].to_numpy().astype(float), ev.name, ev.caption(), ev)
+
+
+def scoring(first: str, step: Callable[[int, int, float], str],
+            work: Callable[[Callable[[int, int], None]], Any], refused: str, failed: str,
+            logger: str = __name__) -> Any:
+    """`work(progress)` under a progress bar (`first`, then `step(done, total, seconds)`).
+
+    A DataError becomes `st.error(f"{refused}: {exc}")`; any other exception is a bug: logged
+    to `logger`, shown as `failed` (`{kind}` is the exception's class), and the page keeps
+    serving. Returns None in both cases.
+    """
+    bar = st.progress(0.0, text=first)
+    started = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / total, text=step(done, total, time.perf_counter() - started))
+
+    try:
+        return work(progress)
+    except DataError as exc:
+        st.error(f"{refused}: {exc}")
+    except Exception as exc:  # a bug, but the page must keep serving and say so plainly
+        logging.getLogger(logger).exception(refused)
+        st.error(failed.format(kind=type(exc).__name__))
+    finally:
+        bar.empty()
+    return None
