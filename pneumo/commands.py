@@ -13,7 +13,7 @@ from .errors import PneumoError
 def _load(args: argparse.Namespace):
     from .predict import Predictor
 
-    return Predictor.load(args.model, precision=args.precision)
+    return Predictor.load(args.model, precision=args.precision, runtime=args.runtime)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -43,7 +43,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .datasets import detect_layout
 
     detect_layout(args.data)  # a wrong --data fails before two models are loaded
-    a, b = (Predictor.load(m, precision=args.precision) for m in args.model)
+    a, b = (Predictor.load(m, precision=args.precision, runtime=args.runtime) for m in args.model)
     print(json.dumps(json_ready(compare(a, b, args.data, args.bootstrap))))
     return 0
 
@@ -78,16 +78,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from .bundle import read_manifest, refresh_hashes
+
+    bundle = Path(args.model)
+    read_manifest(bundle, verify=True)
+    if args.format == "litert":
+        from .litert import export_litert
+
+        info = export_litert(bundle, args.quantize, check=not args.no_parity)
+        print(json.dumps({"litert": str(bundle / info["file"]), **info}))
+        return 0
+    if args.quantize != "none":
+        raise PneumoError("--quantize applies to --format litert only")
     import keras
 
     from . import model as _model  # noqa: F401  registers the preprocessing layer
-    from .bundle import read_manifest, refresh_hashes
     from .export import export_saved_model
 
-    read_manifest(Path(args.model), verify=True)
-    model = keras.models.load_model(Path(args.model) / "model.keras", compile=False)
-    target = export_saved_model(model, Path(args.model) / "saved_model")
-    refresh_hashes(Path(args.model))
+    model = keras.models.load_model(bundle / "model.keras", compile=False)
+    target = export_saved_model(model, bundle / "saved_model")
+    refresh_hashes(bundle)
     print(json.dumps({"saved_model": str(target)}))
     return 0
 
@@ -125,6 +135,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--model", default="models/default", help="bundle folder")
         p.add_argument("--precision", default="float32",
                        choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"])
+        runtime_arg(p)
+
+    def runtime_arg(p):
+        p.add_argument("--runtime", default="auto", choices=["auto", "litert", "keras"],
+                       help="auto: model.tflite when the bundle has one, else the Keras model")
 
     p = sub.add_parser("evaluate", help="metrics with CIs on labelled data")
     model_args(p)
@@ -140,6 +155,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="bundle folder; give it twice (A, then B)")
     p.add_argument("--precision", default="float32",
                    choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"])
+    runtime_arg(p)
     p.add_argument("--data", required=True, help="any layout `evaluate` takes")
     p.add_argument("--bootstrap", type=int, default=1000)
     p.set_defaults(func=cmd_compare)
@@ -155,9 +171,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("export", help="(re)write the bundle's SavedModel")
+    p = sub.add_parser("export", help="(re)write the bundle's SavedModel or LiteRT model")
     p.add_argument("--model", default="models/default")
-    p.add_argument("--format", default="saved_model", choices=["saved_model"])
+    p.add_argument("--format", default="saved_model", choices=["saved_model", "litert"])
+    p.add_argument("--quantize", default="none", choices=["none", "dynamic", "int8", "float16"],
+                   help="LiteRT weights: float32, int8 weights, full-integer int8, float16")
+    p.add_argument("--no-parity", action="store_true",
+                   help="skip the parity check against the float model (no films needed)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="serving latency and throughput (JSON)")

@@ -18,6 +18,8 @@ import yaml
 from .errors import ConfigError
 from .layers import CAM_LAYER
 
+LITERT_CHOICES = ("none", "dynamic", "int8", "float16", "off")  # see pneumo.litert
+
 
 @dataclass
 class DataConfig:
@@ -90,6 +92,9 @@ class TrainConfig:
     # column) for the gate's adult detector; "" fits the gate without it. Relative paths are
     # taken from the working directory. --adult-data on the command line overrides it.
     gate_adult_data: str = ""
+    # The bundle's LiteRT serving model, written at the end of the run: none | dynamic | int8 |
+    # float16, or off. A quantisation that fails the parity check falls back to float32.
+    litert: str = "dynamic"
 
 
 @dataclass
@@ -169,7 +174,11 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     """Defaults overridden by `values` (a nested mapping as in the YAML files)."""
     merged = _merge(Config().to_dict(), values or {})
     # Stages are a list: an override replaces the whole list, so fill each stage's defaults.
-    return _build(Config, merged, "")
+    config = _build(Config, merged, "")
+    if config.train.litert not in LITERT_CHOICES:
+        raise ConfigError(f"train.litert must be one of {LITERT_CHOICES}, received "
+                          f"{config.train.litert!r}")
+    return config
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:

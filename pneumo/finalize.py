@@ -125,7 +125,10 @@ def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame]
         "timing": timing,
     }
     atomic_write_text(out / "MODEL_CARD.md", model_card(info, metrics))
-    return write_manifest(out, info)
+    manifest = write_manifest(out, info)
+    from .litert import export_after_training
+
+    return export_after_training(out, cfg.train.litert) or manifest
 
 
 def _versions() -> dict[str, str]:

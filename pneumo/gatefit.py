@@ -33,26 +33,32 @@ def fit_gate(model: keras.Model, train: np.ndarray, val: np.ndarray,
     return PopulationGate.fit(layer, train, val, adults, percentile)
 
 
-def split_pooled(model: keras.Model, model_dir: Path, name: str,
-                 limit: int | None = None) -> np.ndarray:
-    """Pooled gate-layer features of one split of the bundle's `split.csv` (a random `limit`
-    of it when given), its films resolved as `resolve_in_bundle` does."""
+def split_films(model_dir: Path, name: str, limit: int | None = None) -> pd.DataFrame:
+    """One split of the bundle's `split.csv` (a random `limit` of it when given), its films
+    resolved as `resolve_in_bundle` does. Raises DataError when films are not on this machine."""
     from .bundle import resolve_in_bundle
     from .errors import DataError
-    from .model import gate_layer, pooled_outputs
-    from .pipeline import load_images
 
-    split = pd.read_csv(model_dir / "split.csv")
-    rows = split.loc[split["split"] == name, "path"]
+    split = pd.read_csv(Path(model_dir) / "split.csv")
+    rows = split.loc[split["split"] == name].copy()
     if limit is not None:
         rows = rows.sample(frac=1, random_state=0)[:limit]
-    paths = [str(resolve_in_bundle(model_dir, p)) for p in rows]
-    missing = [p for p in paths if not Path(p).is_file()]
+    rows["path"] = [str(resolve_in_bundle(model_dir, p)) for p in rows["path"]]
+    missing = [p for p in rows["path"] if not Path(p).is_file()]
     if missing:
         raise DataError(f"{len(missing)} {name} films of {model_dir}/split.csv are not on this "
-                        f"machine (first: {missing[0]}); the gate needs the training films")
-    return pooled_outputs(model, gate_layer(model), load_images(paths,
-                                                                int(model.input_shape[1])))
+                        f"machine (first: {missing[0]}); this step needs the training films")
+    return rows.reset_index(drop=True)
+
+
+def split_pooled(model: keras.Model, model_dir: Path, name: str,
+                 limit: int | None = None) -> np.ndarray:
+    """Pooled gate-layer features of one split of the bundle's `split.csv`."""
+    from .model import gate_layer, pooled_outputs
+    from .pipeline import frame_images
+
+    frame = split_films(model_dir, name, limit)
+    return pooled_outputs(model, gate_layer(model), frame_images(frame, int(model.input_shape[1])))
 
 
 def refit_gate(model_dir: str | Path, adult_data: str | Path | None = None,

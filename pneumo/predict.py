@@ -1,13 +1,23 @@
 """Prediction: `Predictor.load(bundle)` then `predict(image)` -> probability, flags, heatmap.
 
-One compiled forward pass gives the probability, the penultimate features for the
-out-of-population gate and the Grad-CAM map. A few shifted/zoomed views of the same image
-(test-time augmentation) give the spread that feeds `uncertainty` and `needs_review`.
+One forward pass gives the probability, the pooled features for the out-of-population gate
+and the Grad-CAM map. Two runtimes give the same answers:
+
+* LiteRT (``runtime="litert"``, the default when the bundle has ``model.tflite``): no
+  TensorFlow; Grad-CAM of the GAP -> dense head is computed in numpy from the conv5 maps
+  (`pneumo.litert`);
+* Keras (``runtime="keras"``): a compiled ``tf.function`` (`pneumo.explain.Explainer`).
+
+Grad-CAM++ and Score-CAM always come from tf-keras-vis on the Keras model, loaded the first
+time one is asked for. A few shifted/zoomed views of the same image (test-time augmentation)
+give the spread that feeds `uncertainty` and `needs_review`; only the first view gets a heatmap.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -22,7 +32,10 @@ from .layers import CAM_LAYER
 from .population import Flag, image_flags
 from .preprocess import to_model_input
 
+log = logging.getLogger(__name__)
+
 CAM_METHODS = ("gradcam", "gradcam++", "scorecam", "none")
+RUNTIMES = ("auto", "litert", "keras")
 NOT_ASSESSED = "NOT ASSESSED"  # the label of an image the gate refuses: no verdict is given
 REVIEW_MARGIN = 0.10  # probability this close to the threshold asks for a second look
 SPREAD_LIMIT = 0.10  # TTA standard deviation above this asks for a second look
@@ -78,39 +91,118 @@ def tta_views(x: np.ndarray) -> np.ndarray:
     return np.stack(views)
 
 
-class Predictor:
-    """A loaded, verified model bundle. Thread-safe: `predict` mutates nothing."""
+class KerasBackend:
+    """The forward pass through the Keras model (TensorFlow): `Explainer.forward_with_cam`."""
 
-    def __init__(self, directory: Path, manifest: dict[str, Any], model, gate, precision: str):
+    name = "keras"
+
+    def __init__(self, model, cam_layer: str, gate_layer: str | None):
         from .explain import Explainer
 
+        self.explainer = Explainer(model, cam_layer=cam_layer,
+                                   pooled_layers=(gate_layer,) if gate_layer else ())
+        self._gate_key = f"pooled:{gate_layer}" if gate_layer else "features"
+
+    def forward(self, batch: np.ndarray, cam_rows: int) -> dict[str, np.ndarray]:
+        """logit (n,), gate features (n, d), cam (cam_rows, h, w) of the first rows."""
+        out = self.explainer.forward_with_cam(batch)
+        return {"logit": out["logit"], "gate": out[self._gate_key], "cam": out["cam"][:cam_rows]}
+
+
+class LiteRTBackend:
+    """The forward pass through `model.tflite`, Grad-CAM in numpy (`pneumo.litert`)."""
+
+    name = "litert"
+
+    def __init__(self, model):
+        self.model = model
+
+    def forward(self, batch: np.ndarray, cam_rows: int) -> dict[str, np.ndarray]:
+        from .litert import class_activation_maps
+
+        out = self.model.run(batch)
+        cam = class_activation_maps(out["conv"][:cam_rows], self.model.weights)
+        return {"logit": out["logit"], "gate": out["gate"], "cam": cam}
+
+
+class Predictor:
+    """A loaded, verified model bundle. Thread-safe: `predict` mutates nothing but the lazily
+    loaded Keras explainer, which is built once under a lock."""
+
+    def __init__(self, directory: Path, manifest: dict[str, Any], backend, gate, precision: str,
+                 fallback_reason: str | None = None):
         self.directory, self.manifest, self.gate = directory, manifest, gate
         # A population gate reads a pooled conv4 map; an old bundle's gate the pooled features.
         self.gate_layer = getattr(gate, "layer", None)
         self.name = str(manifest.get("name", directory.name))
-        self.threshold = float(manifest["threshold"])
-        self.temperature = float(manifest.get("temperature", 1.0))
+        self.backend = backend
+        self.runtime = backend.name
+        self.fallback_reason = fallback_reason  # why LiteRT was not used, when it was not
+        # The LiteRT model's own operating point (refitted on its outputs at export).
+        point = manifest.get("litert", {}) if self.runtime == "litert" else manifest
+        self.threshold = float(point.get("threshold", manifest["threshold"]))
+        self.temperature = float(point.get("temperature", manifest.get("temperature", 1.0)))
         self.image_size = int(manifest["image_size"])
+        self.cam_layer = manifest.get("cam_layer", CAM_LAYER)
         self.precision = precision
-        self.explainer = Explainer(model, cam_layer=manifest.get("cam_layer", CAM_LAYER),
-                                   pooled_layers=(self.gate_layer,) if self.gate_layer else ())
+        self._keras_lock = threading.Lock()
+        self._explainer = backend.explainer if isinstance(backend, KerasBackend) else None
 
     @classmethod
-    def load(cls, directory: str | Path, precision: str = "float32") -> "Predictor":
+    def load(cls, directory: str | Path, precision: str = "float32",
+             runtime: str = "auto") -> "Predictor":
         """Verify the bundle's sha256 sums, then load model and gate.
+
+        runtime: "auto" serves `model.tflite` when the bundle has one (and precision is
+        float32), else the Keras model; "litert" insists on LiteRT; "keras" on Keras.
 
         Raises:
             BundleError: missing, corrupt, tampered, incomplete or incompatible bundle.
         """
+        if runtime not in RUNTIMES:
+            raise PneumoError(f"runtime must be one of {RUNTIMES}, received {runtime!r}")
         directory = Path(directory)
         manifest = read_manifest(directory, verify=True)
         for key in ("threshold", "image_size"):
             if key not in manifest:
                 raise BundleError(f"{directory}: manifest has no {key!r}; retrain or re-export")
         _check_numbers(directory, manifest)
-        model = _load_keras(directory / "model.keras", precision, manifest)
         gate = load_gate(directory / "gate.npz")
-        return cls(directory, manifest, model, gate, precision)
+        reason = None
+        if runtime != "keras":
+            backend, reason = _litert_backend(directory, manifest, precision)
+            if backend is not None:
+                return cls(directory, manifest, backend, gate, precision)
+            if runtime == "litert":
+                raise BundleError(f"{directory}: cannot serve with LiteRT: {reason}")
+            if "litert" in manifest:
+                log.warning("serving %s with Keras: %s", directory, reason)
+        model = _load_keras(directory / "model.keras", precision, manifest)
+        backend = KerasBackend(model, manifest.get("cam_layer", CAM_LAYER),
+                               getattr(gate, "layer", None))
+        return cls(directory, manifest, backend, gate, precision, reason)
+
+    @property
+    def explainer(self):
+        """The Keras explainer (tf-keras-vis methods); loaded on first use under LiteRT.
+
+        Raises:
+            PneumoError: TensorFlow is not installed (the light serving install).
+        """
+        with self._keras_lock:
+            if self._explainer is None:
+                try:
+                    import tensorflow  # noqa: F401
+                except ImportError:
+                    raise PneumoError(
+                        "Grad-CAM++ and Score-CAM need TensorFlow, which this installation does "
+                        "not have (requirements-serve.txt is the light install); use Grad-CAM, "
+                        "or install requirements.txt") from None
+                from .explain import Explainer
+
+                model = _load_keras(self.directory / "model.keras", self.precision, self.manifest)
+                self._explainer = Explainer(model, cam_layer=self.cam_layer)
+            return self._explainer
 
     # ------------------------------------------------------------------ single image
 
@@ -126,18 +218,19 @@ class Predictor:
         image = read_image(source, name)
         x = to_model_input(image.pixels, self.image_size)
         batch = tta_views(x) if tta else x[None]
-        out = self.explainer.forward_with_cam(batch)
+        # Only the first view's heatmap is shown: the other views only feed the spread.
+        out = self.backend.forward(batch, cam_rows=1 if cam == "gradcam" else 0)
         probs = self._calibrate(out["logit"])
-        heatmap = None
-        if cam == "gradcam":
-            heatmap = _resize(out["cam"][0], image.size)
-        elif cam != "none":
-            heatmap = self.explainer.explain(x, method=cam, output_size=image.size)
-        return self._result(image, probs, self._gate_features(out, 0), heatmap, cam)
+        return self._result(image, probs, out["gate"][0], self._heatmap(out, 0, x, image, cam),
+                            cam)
 
-    def _gate_features(self, out: dict[str, np.ndarray], row: int) -> np.ndarray:
-        key = f"pooled:{self.gate_layer}" if self.gate_layer else "features"
-        return out[key][row]
+    def _heatmap(self, out: dict[str, np.ndarray], row: int, x: np.ndarray, image: XrayImage,
+                 cam: str) -> np.ndarray | None:
+        if cam == "gradcam":
+            return _resize(out["cam"][row], image.size)
+        if cam == "none":
+            return None
+        return self.explainer.explain(x, method=cam, output_size=image.size)
 
     def _calibrate(self, logits: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / self.temperature))
@@ -202,20 +295,16 @@ class Predictor:
         return results  # type: ignore[return-value]
 
     def _run_batch(self, pending, results, cam: str) -> None:
-        out = self.explainer.forward_with_cam(np.stack([x for _, _, x in pending]))
+        batch = np.stack([x for _, _, x in pending])
+        out = self.backend.forward(batch, cam_rows=len(batch) if cam == "gradcam" else 0)
         probs = self._calibrate(out["logit"])
         for k, (i, image, x) in enumerate(pending):
-            heatmap = None
-            if cam == "gradcam":
-                heatmap = _resize(out["cam"][k], image.size)
-            elif cam != "none":
-                heatmap = self.explainer.explain(x, method=cam, output_size=image.size)
-            results[i] = self._result(image, probs[k:k + 1], self._gate_features(out, k), heatmap,
-                                      cam)
+            results[i] = self._result(image, probs[k:k + 1], out["gate"][k],
+                                      self._heatmap(out, k, x, image, cam), cam)
 
     def probabilities(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Calibrated probabilities of already preprocessed inputs (N, S, S, 3)."""
-        chunks = [self.explainer.forward_with_cam(images[i:i + batch_size])["logit"]
+        chunks = [self.backend.forward(images[i:i + batch_size], cam_rows=0)["logit"]
                   for i in range(0, len(images), batch_size)]
         return self._calibrate(np.concatenate(chunks)) if chunks else np.empty(0)
 
@@ -224,6 +313,28 @@ def _resize(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A low-resolution CAM resized to (H, W), float32 in [0, 1]."""
     resized = cv2.resize(cam.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
     return np.clip(resized, 0.0, 1.0)
+
+
+def _litert_backend(directory: Path, manifest: dict[str, Any], precision: str):
+    """(LiteRTBackend, None) when the bundle can be served by LiteRT, else (None, reason)."""
+    info = manifest.get("litert")
+    if not info:
+        return None, "the bundle has no model.tflite (python -m pneumo export --format litert)"
+    if precision not in ("float32", "auto"):
+        return None, f"precision {precision} is a Keras setting"
+    try:
+        from .litert import LiteRTModel, check_head
+    except ImportError as exc:  # pragma: no cover - numpy only
+        return None, str(exc)
+    try:
+        model = LiteRTModel(directory / info.get("file", "model.tflite"),
+                            directory / info.get("head_file", "head.npz"))
+    except BundleError as exc:
+        return None, str(exc)
+    reason = check_head(model, info)
+    if reason:
+        return None, f"the numpy Grad-CAM would not be exact: {reason}"
+    return LiteRTBackend(model), None
 
 
 def load_gate(path: Path):

@@ -46,7 +46,8 @@ def test_evaluate_last_line_is_json_and_out_files(tiny_bundle, synthetic_data, t
         assert key in metrics
     assert metrics["n"] == 48 and any(line.startswith("AUC") for line in lines[:-1])
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
-    assert metrics["threshold"] == pytest.approx(manifest["threshold"])
+    # The served model's operating point: the LiteRT file's own (refitted at export).
+    assert metrics["threshold"] == pytest.approx(manifest["litert"]["threshold"])
     assert (tmp_path / "ev" / "metrics.json").is_file()
     assert (tmp_path / "ev" / "predictions.csv").is_file()
     forced = json.loads(pneumo("evaluate", "--model", tiny_bundle, "--data", synthetic_data,

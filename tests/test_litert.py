@@ -1,0 +1,259 @@
+"""LiteRT serving: export, parity refusal, numpy Grad-CAM, fallback, threads, no TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import shared_root, missing_shared
+from pneumo import litert
+from pneumo.bundle import read_manifest, refresh_hashes
+from pneumo.errors import BundleError, ConfigError, PneumoError
+from pneumo.predict import Predictor
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def float_bundle(tiny_bundle, tmp_path_factory) -> Path:
+    """A copy of the tiny bundle with a float32 LiteRT model (no parity films needed)."""
+    copy = tmp_path_factory.mktemp("litert") / "tiny"
+    shutil.copytree(tiny_bundle, copy)
+    litert.export_litert(copy, "none", check=False)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def films(synthetic_data) -> list[Path]:
+    return sorted((synthetic_data / "PNEUMONIA").iterdir())[:4] + \
+        sorted((synthetic_data / "NORMAL").iterdir())[:4]
+
+
+def test_the_trainer_writes_a_verified_litert_model(tiny_bundle):
+    manifest = read_manifest(tiny_bundle, verify=True)
+    info = manifest["litert"]
+    assert info["head"] == litert.HEAD_KIND and info["quantize"] in litert.QUANTIZATIONS
+    for name in (info["file"], info["head_file"]):
+        assert name in manifest["files"] and (tiny_bundle / name).stat().st_size > 0
+    assert Predictor.load(tiny_bundle).runtime == "litert"
+
+
+def test_litert_gives_the_keras_answers(float_bundle, films):
+    served = Predictor.load(float_bundle)
+    reference = Predictor.load(float_bundle, runtime="keras")
+    assert (served.runtime, reference.runtime) == ("litert", "keras")
+    for film in films:
+        a, b = served.predict(film), reference.predict(film)
+        assert abs(a.probability - b.probability) < 1e-4
+        assert a.label == b.label and a.in_population == b.in_population
+        assert abs(a.uncertainty - b.uncertainty) < 1e-4
+        if b.heatmap.max() > 0:
+            r = np.corrcoef(a.heatmap.ravel(), b.heatmap.ravel())[0, 1]
+            assert r > 0.999, film.name
+        else:
+            assert a.heatmap.max() == 0
+
+
+def test_batch_and_probabilities_agree_with_single_predictions(float_bundle, films):
+    served = Predictor.load(float_bundle)
+    batch = served.predict_batch(films, cam="gradcam", batch_size=3)
+    for film, result in zip(films, batch):
+        single = served.predict(film, tta=False)
+        assert abs(result.probability - single.probability) < 1e-5
+        np.testing.assert_allclose(result.heatmap, single.heatmap, atol=1e-5)
+
+
+def test_concurrent_predictions_equal_serial_ones(float_bundle, films):
+    served = Predictor.load(float_bundle)
+    serial = {f: served.predict(f).probability for f in films}
+    answers: list[tuple[Path, float]] = []
+    errors: list[BaseException] = []
+
+    def work(offset: int) -> None:
+        try:
+            for k in range(len(films)):
+                film = films[(k + offset) % len(films)]
+                answers.append((film, served.predict(film).probability))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(answers) == 8 * len(films)
+    for film, probability in answers:
+        assert probability == pytest.approx(serial[film], abs=1e-6)
+
+
+def test_tf_keras_vis_methods_load_the_keras_model_on_demand(float_bundle, films):
+    served = Predictor.load(float_bundle)
+    assert served._explainer is None
+    heatmap = served.predict(films[0], cam="gradcam++", tta=False).heatmap
+    assert heatmap.shape == (96, 96) and 0 <= heatmap.min() and heatmap.max() <= 1
+    assert served._explainer is not None
+
+
+def _edit_manifest(bundle: Path, **litert_changes) -> None:
+    manifest = read_manifest(bundle, verify=False)
+    refresh_hashes(bundle, litert={**manifest["litert"], **litert_changes})
+
+
+def test_a_head_that_is_not_gap_dense_falls_back_to_keras_with_a_reason(
+        float_bundle, tmp_path, caplog):
+    copy = tmp_path / "b"
+    shutil.copytree(float_bundle, copy)
+    _edit_manifest(copy, head="mlp")
+    with caplog.at_level(logging.WARNING, logger="pneumo.predict"):
+        predictor = Predictor.load(copy)
+    assert predictor.runtime == "keras"
+    assert "gap-dense" in predictor.fallback_reason
+    assert any("serving" in r.message and "Keras" in r.message for r in caplog.records)
+    with pytest.raises(BundleError, match="LiteRT"):
+        Predictor.load(copy, runtime="litert")
+
+
+def test_a_tampered_tflite_file_is_refused(float_bundle, tmp_path):
+    copy = tmp_path / "b"
+    shutil.copytree(float_bundle, copy)
+    data = bytearray((copy / "model.tflite").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / "model.tflite").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="model.tflite"):
+        Predictor.load(copy)
+
+
+def test_parity_fails_when_the_quantised_scores_drift():
+    rng = np.random.default_rng(0)
+    n = 200
+    labels = np.r_[np.zeros(n // 2), np.ones(n // 2)].astype(int)
+    import pandas as pd
+
+    frame = pd.DataFrame({"label": labels, "patient_id": [f"p{i}" for i in range(n)]})
+    conv = rng.normal(size=(n, 2, 2, 4)).astype(np.float32)
+    logit = (labels * 2.0 - 1.0) * 2 + rng.normal(size=n)
+    float_out = {"conv": conv, "logit": logit}
+    policy = {"adapt": "none", "policy": "sensitivity", "target_sensitivity": 0.95,
+              "cost_ratio": 3.0}
+    same = litert.parity(float_out, {"conv": conv, "logit": logit + 1e-7}, frame, policy)
+    assert same["passes"] and same["decisions_changed"] == 0
+    drift = litert.parity(float_out, {"conv": conv, "logit": logit + rng.normal(0, 2.0, n)},
+                          frame, policy)
+    assert not drift["passes"] and drift["decisions_changed"] > 0
+
+
+def test_a_quantisation_failing_parity_is_refused_and_nothing_written(
+        tiny_bundle, tmp_path, monkeypatch):
+    copy = tmp_path / "b"
+    shutil.copytree(tiny_bundle, copy)
+    for name in ("model.tflite", "head.npz"):
+        (copy / name).unlink()
+    refresh_hashes(copy, litert=None)
+    failing = {"n": 9, "passes": False, "float": {"auc": 0.9, "sensitivity": 0.95,
+                                                  "specificity": 0.8},
+               "litert": {"auc": 0.8, "sensitivity": 0.95, "specificity": 0.5}}
+    monkeypatch.setattr(litert, "reference_films", lambda b, m: (
+        "validation split", _labelled_frame(b)))
+    monkeypatch.setattr(litert, "parity", lambda *a, **k: failing)
+    with pytest.raises(ConfigError, match="fails parity.*AUC 0.9000 -> 0.8000"):
+        litert.export_litert(copy, "dynamic")
+    assert not (copy / "model.tflite").exists()
+    assert read_manifest(copy, verify=True).get("litert") is None
+
+
+def _labelled_frame(bundle: Path):
+    import pandas as pd
+
+    from pneumo.bundle import resolve_in_bundle
+
+    split = pd.read_csv(bundle / "split.csv")
+    split["path"] = [str(resolve_in_bundle(bundle, p)) for p in split["path"]]
+    return split.head(6)
+
+
+def test_export_cli_writes_litert_and_rejects_quantize_without_it(tiny_bundle, tmp_path):
+    copy = tmp_path / "b"
+    shutil.copytree(tiny_bundle, copy)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, "-m", "pneumo", "export", "--model", str(copy),
+                          "--format", "litert", "--quantize", "float16", "--no-parity"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.strip().splitlines()[-1])["quantize"] == "float16"
+    assert read_manifest(copy, verify=True)["litert"]["quantize"] == "float16"
+    bad = subprocess.run([sys.executable, "-m", "pneumo", "export", "--model", str(copy),
+                          "--quantize", "int8"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "--format litert" in bad.stderr
+
+
+BLOCK_TENSORFLOW = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tensorflow', 'keras', 'tf_keras_vis'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_prediction_runs_without_tensorflow(float_bundle, films):
+    script = BLOCK_TENSORFLOW + f"""
+import json
+from pneumo.predict import Predictor
+from pneumo.errors import PneumoError
+p = Predictor.load({str(float_bundle)!r})
+r = p.predict({str(films[0])!r})
+try:
+    p.predict({str(films[0])!r}, cam="scorecam")
+    said = ""
+except PneumoError as exc:
+    said = str(exc)
+print(json.dumps({{"runtime": p.runtime, "p": r.probability, "heat": float(r.heatmap.max()),
+                  "tf": any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules),
+                  "said": said}}))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["runtime"] == "litert" and not out["tf"] and 0 <= out["p"] <= 1
+    assert "TensorFlow" in out["said"]
+
+
+def test_served_gradcam_matches_tf_keras_vis_on_real_films():
+    """The shipped model: the numpy Grad-CAM of the LiteRT path against tf-keras-vis Grad-CAM
+    of the Keras model, on real films of the new site."""
+    films_dir = shared_root() / "data" / "chest_xray" / "calibration"
+    if not films_dir.is_dir():
+        missing_shared(f"{films_dir} is missing")
+    from pneumo.imageio import read_image
+    from pneumo.preprocess import to_model_input
+
+    served = Predictor.load(REPO / "models" / "default")
+    assert served.runtime == "litert"
+    films = sorted(films_dir.glob("PNEUMONIA/*"))[:5] + sorted(films_dir.glob("NORMAL/*"))[:3]
+    compared = 0
+    for film in films:
+        heat = served.predict(film, tta=False).heatmap
+        image = read_image(film)
+        x = to_model_input(image.pixels, served.image_size)
+        reference = served.explainer.explain(x, method="gradcam-tfkv", output_size=image.size)
+        if reference.max() == 0:  # ReLU left nothing (a confident "normal"): both are empty
+            assert heat.max() == 0 or heat.mean() < 0.05
+            continue
+        r = np.corrcoef(heat.ravel(), reference.ravel())[0, 1]
+        assert r >= 0.99, (film.name, r)
+        compared += 1
+    assert compared >= 5
