@@ -5,6 +5,7 @@ reads "Not assessed", and the score, gauge and heatmap stay hidden unless the us
 """
 
 import datetime as dt
+import importlib.util
 import logging
 
 import cv2
@@ -17,6 +18,18 @@ from pneumo.errors import PneumoError
 from pneumo.heatcheck import OUTSIDE_NOTE, colour_scale, hottest_outside_lungs
 
 CAMS = {"Grad-CAM": "gradcam", "Grad-CAM++": "gradcam++", "Score-CAM": "scorecam"}
+KERAS_ONLY = ("Grad-CAM++", "Score-CAM")  # tf-keras-vis on the Keras model: need TensorFlow
+NO_TENSORFLOW = ("Grad-CAM++ and Score-CAM need TensorFlow, which this server does not have "
+                 "(it runs the light LiteRT install); Grad-CAM is shown.")
+
+
+def available_cams() -> dict[str, str]:
+    """The heatmap methods this server can compute: Grad-CAM always (numpy under LiteRT)."""
+    try:
+        found = importlib.util.find_spec("tensorflow") is not None
+    except ImportError:
+        found = False
+    return CAMS if found else {k: v for k, v in CAMS.items() if k not in KERAS_ONLY}
 DISPLAY_SIDE = 1024  # images are shown (and put in reports) at most this large
 HEATMAP_CAPTION = ("Colours show what drove the score (red = most), not where disease is.")
 
@@ -78,9 +91,14 @@ def _not_assessed(result) -> bool:
 
 def _heatmap_controls(cam: str, opacity: float) -> tuple[str, float]:
     c1, c2 = st.columns(2)
-    method = c1.radio("Heatmap method", list(CAMS), index=list(CAMS).index(cam),
+    methods = list(available_cams())
+    if st.session_state.get("cam_method") not in (None, *methods):
+        del st.session_state["cam_method"]  # a method this server cannot compute
+    method = c1.radio("Heatmap method", methods, index=methods.index(cam),
                       horizontal=True, key="cam_method",
                       help="Grad-CAM is fastest; Score-CAM is slower but less noisy.")
+    if len(methods) < len(CAMS):
+        c1.caption(NO_TENSORFLOW)
     opacity = c2.slider("Heatmap opacity", 0.0, 1.0, opacity, 0.05, key="cam_opacity")
     return method, opacity
 
@@ -107,7 +125,7 @@ def render_prediction(data: bytes, name: str, predictor, cam: str = "Grad-CAM",
     (then no control is shown: none could act on it).
     """
     method = st.session_state.get("cam_method", cam)
-    method = method if method in CAMS else cam
+    method = method if method in available_cams() else "Grad-CAM"
     summary = st.container()
     result = _predict(predictor, data, name, method, summary)
     if result is None:

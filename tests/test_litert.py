@@ -203,7 +203,7 @@ import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split('.')[0] in ('tensorflow', 'keras', 'tf_keras_vis'):
-            raise ImportError('blocked: ' + name)
+            raise ModuleNotFoundError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
 """
 
@@ -257,3 +257,31 @@ def test_served_gradcam_matches_tf_keras_vis_on_real_films():
         assert r >= 0.99, (film.name, r)
         compared += 1
     assert compared >= 5
+
+
+def test_the_dashboard_predicts_without_tensorflow(float_bundle, films):
+    """The Predict page with TensorFlow absent: a verdict, a heatmap, and the tf-keras-vis
+    methods replaced by a sentence saying why."""
+    script = BLOCK_TENSORFLOW + f"""
+import json, os
+os.environ["PNEUMO_MODELS_DIR"] = {str(float_bundle)!r}
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({str(REPO / "streamlit_app.py")!r}, default_timeout=120).run()
+at.switch_page("app/predict.py").run()
+data = open({str(films[0])!r}, "rb").read()
+at.file_uploader[0].set_value(("film.png", data, "image/png")).run()
+captions = [c for img in at.image for c in img.captions]
+print(json.dumps({{"exception": [str(e.value) for e in at.exception],
+                  "errors": [e.value for e in at.error],
+                  "heatmap": any(c.startswith("Heatmap overlay") for c in captions),
+                  "methods": list(at.radio(key="cam_method").options),
+                  "said": any("need TensorFlow" in c.value for c in at.caption),
+                  "tf": any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules)}}))
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert not out["exception"] and not out["errors"], out
+    assert out["heatmap"] and out["methods"] == ["Grad-CAM"] and out["said"]
+    assert not out["tf"]
