@@ -74,9 +74,11 @@ def _table(path: str, name: str, stamp: tuple) -> pd.DataFrame | None:
 
 @st.cache_resource(show_spinner="Loading the model (once per server)…", max_entries=2)
 def _predictor(path: str, stamp: tuple):
-    from pneumo.predict import Predictor  # TensorFlow: only the pages that predict get here
+    # LiteRT when the bundle has model.tflite (no TensorFlow); PNEUMO_RUNTIME=keras forces
+    # the Keras model (e.g. to compare the two in bench_app.py).
+    from pneumo.predict import Predictor
 
-    return Predictor.load(path)
+    return Predictor.load(path, runtime=os.environ.get("PNEUMO_RUNTIME", "auto"))
 
 
 @dataclass(frozen=True)

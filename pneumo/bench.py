@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import statistics
 import time
 from pathlib import Path
@@ -44,8 +45,9 @@ def full_size_jpeg(path: str | Path | None = None, side: int = 1800) -> bytes:
 def bench_predict(predictor, image: bytes, runs: int = 20, batch: int = 64) -> dict[str, Any]:
     """Median/p95 latency of predict (with and without Grad-CAM, with and without TTA) and
     predict_batch throughput, warm."""
-    report: dict[str, Any] = {"model": predictor.name, "precision": predictor.precision,
-                              "image_bytes": len(image), "runs": runs}
+    report: dict[str, Any] = {"model": predictor.name, "runtime": predictor.runtime,
+                              "precision": predictor.precision, "image_bytes": len(image),
+                              "runs": runs}
     for cam in ("none", "gradcam"):
         for tta in (True, False):
             key = f"predict_{'gradcam' if cam == 'gradcam' else 'nocam'}_{'tta' if tta else 'single'}"
@@ -61,6 +63,37 @@ def bench_predict(predictor, image: bytes, runs: int = 20, batch: int = 64) -> d
     start = time.perf_counter()
     predictor.probabilities(inputs)
     report["forward_only_img_per_s"] = round(batch / (time.perf_counter() - start), 1)
+    return report
+
+
+def cold_load_seconds(bundle: str | Path, runtime: str) -> float:
+    """Seconds a fresh Python process takes to import pneumo's predictor and load `bundle`
+    (sha256 checks included) for `runtime`: what a server pays before its first answer."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import time, json; t = time.perf_counter(); from pneumo.predict import Predictor; "
+            f"p = Predictor.load({str(bundle)!r}, runtime={runtime!r}); "
+            "print(json.dumps(time.perf_counter() - t))")
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    if run.returncode:
+        raise RuntimeError(run.stderr.strip().splitlines()[-1] if run.stderr else "failed")
+    return round(json.loads(run.stdout.strip().splitlines()[-1]), 2)
+
+
+def bench_runtimes(bundle: str | Path, image: bytes, runtimes: list[str], runs: int = 20,
+                   batch: int = 64) -> dict[str, Any]:
+    """`bench_predict` for each runtime, side by side in one run, with each one's cold load."""
+    from .predict import Predictor
+
+    report: dict[str, Any] = {}
+    for runtime in runtimes:
+        row = {"cold_import_and_load_s": cold_load_seconds(bundle, runtime)}
+        row.update(bench_predict(Predictor.load(bundle, runtime=runtime), image, runs, batch))
+        report[runtime] = row
     return report
 
 

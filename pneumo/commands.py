@@ -103,11 +103,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_predict, full_size_jpeg
+    from .bench import bench_runtimes, full_size_jpeg
 
-    predictor = _load(args)
-    report = bench_predict(predictor, full_size_jpeg(args.image), args.runs, args.batch)
-    print(json.dumps(report))
+    runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+    unknown = sorted(set(runtimes) - {"litert", "keras"})
+    if unknown or not runtimes:
+        raise PneumoError(f"--runtimes takes litert and/or keras, received {args.runtimes!r}")
+    print(json.dumps(bench_runtimes(args.model, full_size_jpeg(args.image), runtimes,
+                                    args.runs, args.batch)))
     return 0
 
 
@@ -180,8 +183,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="skip the parity check against the float model (no films needed)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("bench", help="serving latency and throughput (JSON)")
-    model_args(p)
+    p = sub.add_parser("bench", help="serving latency and throughput per runtime (JSON)")
+    p.add_argument("--model", default="models/default", help="bundle folder")
+    p.add_argument("--runtimes", default="litert,keras",
+                   help="comma-separated, measured side by side in one run")
     p.add_argument("--image", help="a full-size JPEG (default: a synthetic 1800 px one)")
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--batch", type=int, default=64)

@@ -1,11 +1,14 @@
 """Time the dashboard as a user meets it: cold start to the first prediction, then a warm upload.
 
     python scripts/bench_app.py [--model models/default] [--chromium /usr/bin/chromium]
+                                [--runtime auto|keras] [--python PYTHON]
 
 Starts `streamlit run streamlit_app.py` on a free port, drives Debian's Chromium with
 Playwright, uploads two full-size films from <shared>/data/chest_xray/val and prints JSON:
-seconds from launching the server to the first probability on screen (TensorFlow import and
-model load included), and from the second upload to its probability and heatmap.
+seconds from launching the server to the first probability on screen (imports and model load
+included), and from the second upload to its probability and heatmap. `--runtime keras` serves
+the Keras model instead of model.tflite; `--python` runs the server with another interpreter
+(e.g. a virtual environment with only requirements-serve.txt, no TensorFlow).
 """
 
 from __future__ import annotations
@@ -41,6 +44,20 @@ def wait_healthy(url: str, timeout: float = 90) -> None:
     raise TimeoutError(url)
 
 
+def start_server(model: str | Path, python: str = sys.executable, runtime: str = "auto"
+                 ) -> tuple[subprocess.Popen, str]:
+    """`streamlit run streamlit_app.py` serving `model` on a free port: (process, url)."""
+    port = free_port()
+    env = dict(os.environ, PNEUMO_MODELS_DIR=str(Path(model).parent), TF_CPP_MIN_LOG_LEVEL="2",
+               PNEUMO_RUNTIME=runtime)
+    server = subprocess.Popen(
+        [python, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return server, f"http://127.0.0.1:{port}"
+
+
 def upload_and_wait(page, film: Path, previous: str | None) -> str:
     """Upload `film`; return the answer once it differs from `previous`: the probability text,
     or "not assessed: <file>" when the gate refuses the film (then there is no heatmap)."""
@@ -63,18 +80,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(REPO / "models" / "default"))
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--runtime", default="auto", choices=["auto", "litert", "keras"])
+    parser.add_argument("--python", default=sys.executable, help="interpreter for the server")
     args = parser.parse_args()
     shared = Path(os.environ.get("PNEUMO_SHARED", REPO.parent / "shared"))
     films = sorted((shared / "data" / "chest_xray" / "val").rglob("*.jpeg"))[:2]
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, PNEUMO_MODELS_DIR=str(Path(args.model).parent), TF_CPP_MIN_LOG_LEVEL="2")
     start = time.monotonic()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, url = start_server(args.model, args.python, args.runtime)
     from playwright.sync_api import sync_playwright
 
     try:
@@ -93,7 +105,8 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=15)
-    print(json.dumps({"cold_start_to_first_prediction_s": round(cold, 1),
+    print(json.dumps({"runtime": args.runtime, "python": args.python,
+                      "cold_start_to_first_prediction_s": round(cold, 1),
                       "upload_to_prediction_with_heatmap_s": round(warm, 2)}))
 
 

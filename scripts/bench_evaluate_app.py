@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from a checkout
 
-from bench_app import ARGS, REPO, free_port, wait_healthy  # noqa: E402
+from bench_app import ARGS, REPO, start_server, wait_healthy  # noqa: E402
 
 
 def make_zip(folder: Path, target: Path, limit: int | None = None) -> int:
@@ -65,15 +65,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     n = make_zip(data, tmp / f"{data.name}.zip")
     make_zip(data, tmp / "warm-up.zip", limit=1)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, PNEUMO_MODELS_DIR=str(Path(args.model).resolve()),
-               TF_CPP_MIN_LOG_LEVEL="2")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless",
-         "true", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"], cwd=REPO, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, url = start_server(Path(args.model).resolve() / "x")  # PNEUMO_MODELS_DIR=model
     try:
         wait_healthy(url)
         with sync_playwright() as pw:
@@ -90,7 +82,7 @@ def main() -> None:
     started = time.perf_counter()
     cli = subprocess.run([sys.executable, "-m", "pneumo", "evaluate", "--model", args.model,
                           "--data", str(data)], cwd=REPO, capture_output=True, text=True,
-                         env=env, check=True)
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), check=True)
     cli_seconds = time.perf_counter() - started
     figures = json.loads(cli.stdout.strip().splitlines()[-1])
     print(json.dumps({
