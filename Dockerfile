@@ -1,5 +1,8 @@
 # pneumo dashboard: docker build -t pneumo . && docker run -p 8501:8501 pneumo
-# Serves models/default (shipped in the repo). Mount other bundles and point at them with
+# Serves models/default (shipped in the repo) with LiteRT: the light install
+# (requirements-serve.txt) has no TensorFlow, so the image is small and starts in seconds.
+# Grad-CAM++ / Score-CAM, training and calibration need requirements.txt instead.
+# Mount other bundles (each with model.tflite: python -m pneumo export --format litert) with
 #   docker run -p 8501:8501 -v /path/to/bundles:/models -e PNEUMO_MODELS_DIR=/models pneumo
 FROM python:3.11-slim
 
@@ -7,13 +10,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    TF_CPP_MIN_LOG_LEVEL=2
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    PNEUMO_RUNTIME=litert
 
 WORKDIR /app
 
-# Dependencies first: this layer is reused until requirements.txt changes.
-COPY requirements.txt .
-RUN pip install -r requirements.txt
+# Dependencies first: this layer is reused until requirements-serve.txt changes.
+COPY requirements-serve.txt .
+RUN pip install -r requirements-serve.txt
 
 COPY . .
 
@@ -22,7 +26,7 @@ RUN useradd --create-home --uid 1000 pneumo
 USER pneumo
 
 EXPOSE 8501
-HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://localhost:8501/_stcore/health')"
 
 CMD ["streamlit", "run", "streamlit_app.py", "--server.address", "0.0.0.0", "--server.port", "8501", "--server.headless", "true"]

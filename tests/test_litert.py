@@ -198,18 +198,43 @@ def test_export_cli_writes_litert_and_rejects_quantize_without_it(tiny_bundle, t
     assert "--format litert" in bad.stderr
 
 
-BLOCK_TENSORFLOW = """
+def _requirement_names(path: Path) -> set[str]:
+    names = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            names.add(line.split("==")[0].strip().lower().replace("_", "-"))
+    return names
+
+
+def heavy_modules() -> list[str]:
+    """Top-level modules of the packages requirements.txt pins and requirements-serve.txt does
+    not (TensorFlow, Keras, tf-keras-vis, Albumentations, h5py, ...): the light install must
+    serve without any of them."""
+    import importlib.metadata
+
+    only_full = (_requirement_names(REPO / "requirements.txt")
+                 - _requirement_names(REPO / "requirements-serve.txt"))
+    assert {"tensorflow-cpu", "keras", "tf-keras-vis"} <= only_full
+    found = {module for module, dists in importlib.metadata.packages_distributions().items()
+             if any(d.lower().replace("_", "-") in only_full for d in dists)}
+    return sorted(found | {"tensorflow", "keras", "tf_keras_vis"})
+
+
+def block_heavy_script() -> str:
+    return f"""
 import importlib.abc, sys
+HEAVY = set({heavy_modules()!r})
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('tensorflow', 'keras', 'tf_keras_vis'):
-            raise ModuleNotFoundError('blocked: ' + name)
+        if name.split('.')[0] in HEAVY:
+            raise ModuleNotFoundError('not in requirements-serve.txt: ' + name)
 sys.meta_path.insert(0, Block())
 """
 
 
-def test_prediction_runs_without_tensorflow(float_bundle, films):
-    script = BLOCK_TENSORFLOW + f"""
+def test_prediction_runs_with_the_light_install_only(float_bundle, films):
+    script = block_heavy_script() + f"""
 import json
 from pneumo.predict import Predictor
 from pneumo.errors import PneumoError
@@ -221,7 +246,7 @@ try:
 except PneumoError as exc:
     said = str(exc)
 print(json.dumps({{"runtime": p.runtime, "p": r.probability, "heat": float(r.heatmap.max()),
-                  "tf": any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules),
+                  "tf": any(m.split('.')[0] in HEAVY for m in sys.modules),
                   "said": said}}))
 """
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -259,10 +284,10 @@ def test_served_gradcam_matches_tf_keras_vis_on_real_films():
     assert compared >= 5
 
 
-def test_the_dashboard_predicts_without_tensorflow(float_bundle, films):
+def test_the_dashboard_predicts_with_the_light_install_only(float_bundle, films):
     """The Predict page with TensorFlow absent: a verdict, a heatmap, and the tf-keras-vis
     methods replaced by a sentence saying why."""
-    script = BLOCK_TENSORFLOW + f"""
+    script = block_heavy_script() + f"""
 import json, os
 os.environ["PNEUMO_MODELS_DIR"] = {str(float_bundle)!r}
 from streamlit.testing.v1 import AppTest
@@ -276,7 +301,7 @@ print(json.dumps({{"exception": [str(e.value) for e in at.exception],
                   "heatmap": any(c.startswith("Heatmap overlay") for c in captions),
                   "methods": list(at.radio(key="cam_method").options),
                   "said": any("need TensorFlow" in c.value for c in at.caption),
-                  "tf": any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules)}}))
+                  "tf": any(m.split('.')[0] in HEAVY for m in sys.modules)}}))
 """
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
