@@ -1,11 +1,13 @@
 """Does serving leak memory? Resident memory of one Predictor over many sequential predictions.
 
-    python scripts/bench_memory.py --model models/default --n 200
+    python scripts/bench_memory.py --model models/default --n 200 [--runtime litert|keras|both]
 
 Prints one JSON object: RSS (MB) at start, after loading the bundle, after `--warmup`
 predictions (graphs traced, allocator pools filled) and after `--n` more, plus the growth
 between the last two (what a long-running server would accumulate). Inputs are synthetic
 films of a few different sizes, so resizing paths and heatmap sizes vary as in real use.
+`--runtime both` measures LiteRT and Keras one after the other, each in a fresh process (the
+resident memory of one would hide the other's), and prints one JSON line per runtime.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,12 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=20, help="predictions before measuring")
     parser.add_argument("--cam", default="gradcam", choices=["gradcam", "none"])
     parser.add_argument("--no-tta", action="store_true")
+    parser.add_argument("--runtime", default="auto", choices=["auto", "litert", "keras", "both"])
     args = parser.parse_args(argv)
+    if args.runtime == "both":
+        rest = [a for a in (argv if argv is not None else sys.argv[1:])]
+        for runtime in ("litert", "keras"):
+            subprocess.run([sys.executable, __file__, *rest, "--runtime", runtime], check=True)
+        return 0
 
     from pneumo.predict import Predictor
 
     start = rss_mb()
-    predictor = Predictor.load(args.model)
+    predictor = Predictor.load(args.model, runtime=args.runtime)
     loaded = rss_mb()
     images = films()
     for i in range(args.warmup):
@@ -70,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - t0
     after = rss_mb()
     print(json.dumps({
-        "model": str(args.model), "n": args.n, "warmup": args.warmup, "cam": args.cam,
+        "model": str(args.model), "runtime": predictor.runtime, "n": args.n, "warmup": args.warmup, "cam": args.cam,
         "tta": not args.no_tta, "rss_mb_start": round(start, 1),
         "rss_mb_after_load": round(loaded, 1), "rss_mb_after_warmup": round(warm, 1),
         "rss_mb_after_n": round(after, 1), "growth_mb": round(after - warm, 1),
