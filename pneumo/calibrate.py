@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError
+from .litert import HEAD_FILE, TFLITE_FILE
 from .metrics import choose_threshold, fit_temperature, logit, summary_metrics
 
 POLICIES = ("sensitivity", "youden", "cost")
@@ -196,6 +197,9 @@ def read_site(data: str | Path, size: int) -> tuple[Any, np.ndarray]:
     return frame, np.stack(images)
 
 
+LITERT_FILES = (TFLITE_FILE, HEAD_FILE)
+
+
 def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Path,
                      policy: str = "sensitivity", target_sensitivity: float = 0.95,
                      cost_ratio: float = 3.0, adapt: str = "head", folds: int = 5,
@@ -241,7 +245,9 @@ def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Pat
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in manifest.get("files", {}):
-        if not name.startswith("saved_model/"):  # re-exported on demand; it would be stale
+        # The SavedModel is re-exported on demand and the LiteRT files below: both would be
+        # stale (the head changes).
+        if not name.startswith("saved_model/") and name not in LITERT_FILES:
             (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(model_dir / name, out_dir / name)
     if fit.weights is not None:
@@ -280,7 +286,7 @@ def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Pat
     table["decision"] = (cv["decision"] >= 0.5).astype(int)
     table.to_csv(out_dir / "site_predictions.csv", index=False)
 
-    info = {k: v for k, v in manifest.items() if k not in ("files", "bundle_format")}
+    info = {k: v for k, v in manifest.items() if k not in ("files", "bundle_format", "litert")}
     info.update(name=f"{manifest.get('name', model_dir.name)}-site", threshold=fit.threshold,
                 temperature=fit.temperature,
                 threshold_selection={**fit.selection, "site": provenance},
@@ -294,6 +300,11 @@ def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Pat
         info["gate"] = {"file": "gate.npz", **gate.describe()}
     atomic_write_text(out_dir / "MODEL_CARD.md", model_card(info, metrics))
     write_manifest(out_dir, info)
+    if manifest.get("litert"):  # the parent served LiteRT: so does the calibrated bundle
+        from .litert import export_after_training
+
+        export_after_training(out_dir, manifest["litert"].get("quantize", "dynamic"),
+                              reference=(f"site films {source or data}", frame))
     read_manifest(out_dir, verify=True)  # what was written verifies, or this raises
     return {"bundle": str(out_dir), "threshold": fit.threshold, "temperature": fit.temperature,
             "site": site}

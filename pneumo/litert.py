@@ -76,11 +76,7 @@ class LiteRTModel:
     """
 
     def __init__(self, path: Path, head: Path, num_threads: int | None = None):
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError as exc:  # pragma: no cover - the serving install has it
-            raise BundleError(f"cannot serve {path.name}: ai-edge-litert is not installed "
-                              f"({exc})") from None
+        from ai_edge_litert.interpreter import Interpreter  # ImportError: the caller falls back
         try:
             self._interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
             self._runner = self._interpreter.get_signature_runner(SIGNATURE)
@@ -304,8 +300,8 @@ def parity(float_out: dict[str, np.ndarray], quant_out: dict[str, np.ndarray],
     return report
 
 
-def export_litert(bundle: str | Path, quantize: str = "dynamic",
-                  check: bool = True) -> dict[str, Any]:
+def export_litert(bundle: str | Path, quantize: str = "dynamic", check: bool = True,
+                  reference: tuple[str, Any] | None = None) -> dict[str, Any]:
     """Write `model.tflite` and `head.npz` into a bundle and record them in its manifest.
 
     Parity (when `check`): the float Keras model and the LiteRT model on the films the float
@@ -313,6 +309,8 @@ def export_litert(bundle: str | Path, quantize: str = "dynamic",
     AUC_TOLERANCE, and with threshold and temperature refitted on the LiteRT model's own
     outputs by the float model's policy, sensitivity and specificity within RATE_TOLERANCE.
     A quantisation that fails is refused (ConfigError with the figures) and nothing is written.
+    `reference`: (name, labelled frame) to use instead of `reference_films` (a calibration
+    passes the site films it was given).
     """
     import tempfile
 
@@ -349,16 +347,37 @@ def export_litert(bundle: str | Path, quantize: str = "dynamic",
                                 "bytes": len(flat), "outputs": list(OUTPUTS),
                                 "cam_layer": cam_layer, "gate_layer": gate_layer,
                                 "threshold": float(manifest["threshold"]),
-                                "temperature": float(manifest.get("temperature", 1.0))}
+                                "temperature": float(manifest.get("temperature", 1.0)),
+                                # The float operating point this one was fitted beside: a
+                                # later change to it makes this one stale (see predict).
+                                "float_threshold": float(manifest["threshold"]),
+                                "float_temperature": float(manifest.get("temperature", 1.0))}
         if check:
-            info.update(_check_parity(bundle, manifest, model, cam_layer, served, size))
+            info.update(_check_parity(bundle, manifest, model, cam_layer, served, size,
+                                      reference))
         for name in (TFLITE_FILE, HEAD_FILE):
             atomic_write_bytes(bundle / name, (work / name).read_bytes())
+    record_in_metrics(bundle, info)
     refresh_hashes(bundle, litert=info)
     return info
 
 
-def export_after_training(bundle: Path, quantize: str) -> dict[str, Any] | None:
+def record_in_metrics(bundle: Path, info: dict[str, Any]) -> None:
+    """The served LiteRT model's operating point and parity figures, in metrics.json beside
+    the float model's (the dashboard and model card read them from there)."""
+    import json
+
+    from .bundle import write_json
+
+    path = Path(bundle) / "metrics.json"
+    if path.is_file():
+        metrics = json.loads(path.read_text())
+        metrics["litert"] = info
+        write_json(path, metrics)
+
+
+def export_after_training(bundle: Path, quantize: str, reference: tuple[str, Any] | None = None
+                          ) -> dict[str, Any] | None:
     """The trainer's last step: the LiteRT model. When `quantize` fails parity (or its check
     cannot run, e.g. a validation split too small to choose a threshold on), the float32 file
     is written instead: its outputs equal the Keras model's (max logit difference ~1e-5), so
@@ -369,7 +388,7 @@ def export_after_training(bundle: Path, quantize: str) -> dict[str, Any] | None:
     if quantize == "off":
         return None
     try:
-        export_litert(bundle, quantize)
+        export_litert(bundle, quantize, reference=reference)
     except PneumoError as exc:
         log.warning("LiteRT %s not written (%s); writing the float32 LiteRT model", quantize, exc)
         export_litert(bundle, "none", check=False)
@@ -377,14 +396,15 @@ def export_after_training(bundle: Path, quantize: str) -> dict[str, Any] | None:
 
 
 def _check_parity(bundle: Path, manifest: dict[str, Any], model, cam_layer: str,
-                  served: LiteRTModel, size: int) -> dict[str, Any]:
+                  served: LiteRTModel, size: int, reference: tuple[str, Any] | None = None
+                  ) -> dict[str, Any]:
     """Parity figures; raises ConfigError when the quantisation breaks them."""
     from .gatefit import split_films
     from .pipeline import frame_images
 
     policy = _threshold_policy(manifest)
     keras_run = _keras_runner(model, cam_layer)
-    sets = [reference_films(bundle, manifest)]
+    sets = [reference or reference_films(bundle, manifest)]
     if sets[0][0] != "validation split":
         sets.append(("validation split", split_films(bundle, "val")))
     reports, refit = {}, None

@@ -138,10 +138,7 @@ class Predictor:
         self.backend = backend
         self.runtime = backend.name
         self.fallback_reason = fallback_reason  # why LiteRT was not used, when it was not
-        # The LiteRT model's own operating point (refitted on its outputs at export).
-        point = manifest.get("litert", {}) if self.runtime == "litert" else manifest
-        self.threshold = float(point.get("threshold", manifest["threshold"]))
-        self.temperature = float(point.get("temperature", manifest.get("temperature", 1.0)))
+        self.threshold, self.temperature = _operating_point(manifest, self.runtime)
         self.image_size = int(manifest["image_size"])
         self.cam_layer = manifest.get("cam_layer", CAM_LAYER)
         self.precision = precision
@@ -315,6 +312,26 @@ def _resize(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(resized, 0.0, 1.0)
 
 
+def _operating_point(manifest: dict[str, Any], runtime: str) -> tuple[float, float]:
+    """(threshold, temperature) of the served model. LiteRT has its own, refitted on its
+    outputs at export - unless the manifest's float threshold or temperature changed since
+    (set by hand, or by a tool that did not re-export): then the manifest's are used."""
+    threshold = float(manifest["threshold"])
+    temperature = float(manifest.get("temperature", 1.0))
+    info = manifest.get("litert") or {}
+    if runtime != "litert" or "threshold" not in info:
+        return threshold, temperature
+    fitted_beside = (float(info.get("float_threshold", threshold)),
+                     float(info.get("float_temperature", temperature)))
+    if not np.allclose(fitted_beside, (threshold, temperature), rtol=0, atol=1e-9):
+        log.warning("the manifest's threshold/temperature (%.4g, %.4g) changed after the LiteRT "
+                    "export (fitted beside %.4g, %.4g): using the manifest's; re-export with "
+                    "`python -m pneumo export --format litert` for the LiteRT model's own",
+                    threshold, temperature, *fitted_beside)
+        return threshold, temperature
+    return float(info["threshold"]), float(info.get("temperature", temperature))
+
+
 def _litert_backend(directory: Path, manifest: dict[str, Any], precision: str):
     """(LiteRTBackend, None) when the bundle can be served by LiteRT, else (None, reason)."""
     info = manifest.get("litert")
@@ -322,15 +339,14 @@ def _litert_backend(directory: Path, manifest: dict[str, Any], precision: str):
         return None, "the bundle has no model.tflite (python -m pneumo export --format litert)"
     if precision not in ("float32", "auto"):
         return None, f"precision {precision} is a Keras setting"
+    from .litert import LiteRTModel, check_head
+
     try:
-        from .litert import LiteRTModel, check_head
-    except ImportError as exc:  # pragma: no cover - numpy only
-        return None, str(exc)
-    try:
+        # A damaged file is a damaged bundle (BundleError), as a damaged model.keras is.
         model = LiteRTModel(directory / info.get("file", "model.tflite"),
                             directory / info.get("head_file", "head.npz"))
-    except BundleError as exc:
-        return None, str(exc)
+    except ImportError as exc:  # a full install without ai-edge-litert
+        return None, f"ai-edge-litert is not installed ({exc})"
     reason = check_head(model, info)
     if reason:
         return None, f"the numpy Grad-CAM would not be exact: {reason}"
@@ -356,8 +372,11 @@ def _check_numbers(directory: Path, manifest: dict[str, Any]) -> None:
     """The manifest's numbers are numbers: a hand-edited manifest must not fail later, oddly."""
     checks = {"threshold": lambda v: 0.0 <= v <= 1.0, "temperature": lambda v: v > 0,
               "image_size": lambda v: v >= 32 and v == int(v)}
+    served = {f"litert.{k}": v for k, v in (manifest.get("litert") or {}).items()
+              if k in ("threshold", "temperature")}
+    checks.update({f"litert.{k}": checks[k] for k in ("threshold", "temperature")})
     for key, valid in checks.items():
-        value = manifest.get(key, 1.0)
+        value = served.get(key, 1.0) if key.startswith("litert.") else manifest.get(key, 1.0)
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not (ok and math.isfinite(value) and valid(value)):
             raise BundleError(f"{directory}: manifest.json has an invalid {key!r} ({value!r}); "

@@ -260,6 +260,15 @@ def _drop_from_manifest(root: Path, key: str) -> None:
     (root / "manifest.json").write_text(json.dumps(manifest))
 
 
+def _without_litert(root: Path) -> None:
+    """An older bundle: no model.tflite, head.npz or manifest entry for them."""
+    for name in ("model.tflite", "head.npz"):
+        (root / name).unlink(missing_ok=True)
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest.pop("litert", None)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
 def _rehashed(damage):
     """Damage a file, then make the manifest agree with it: the loader itself must refuse it."""
     def edit(root: Path) -> None:
@@ -284,8 +293,14 @@ DAMAGE = {
                             "manifest.json"),
     "manifest_without_threshold": (lambda r: _drop_from_manifest(r, "threshold"), "threshold"),
     "manifest_threshold_not_a_number": (_edit_manifest(threshold=None), "threshold"),
-    "model_truncated_and_rehashed": (_rehashed(lambda r: _truncate(r / "model.keras")),
+    # A bundle without LiteRT files is served from model.keras: it must refuse a bad one.
+    "model_truncated_and_rehashed": (_rehashed(lambda r: (_without_litert(r),
+                                                          _truncate(r / "model.keras"))),
                                      "model.keras"),
+    "tflite_truncated_and_rehashed": (_rehashed(lambda r: _truncate(r / "model.tflite")),
+                                      "model.tflite"),
+    "litert_threshold_not_a_number": (_edit_manifest(litert={"threshold": "high"}),
+                                      "threshold"),
     "gate_garbage_and_rehashed": (_rehashed(lambda r: (r / "gate.npz").write_bytes(b"PK\x03\x04")),
                                   "gate"),
     "bundle_folder_missing": (lambda r: shutil.rmtree(r), "not found"),

@@ -76,12 +76,13 @@ def test_keras_and_saved_model_predict_the_same(tiny_bundle):
 
 
 def test_bundle_predictions_match_a_fresh_predictor(tiny_bundle):
-    """predictions.csv (written at training time) equals what a user's Predictor says."""
+    """predictions.csv (written at training time) equals what a user's Predictor says with
+    the same (Keras) model; LiteRT's parity with it is tests/test_litert.py's job."""
     from pneumo import Predictor
 
     from pneumo.bundle import resolve_in_bundle
 
-    predictor = Predictor.load(tiny_bundle)
+    predictor = Predictor.load(tiny_bundle, runtime="keras")
     table = pd.read_csv(tiny_bundle / "predictions.csv")
     results = predictor.predict_batch([str(resolve_in_bundle(tiny_bundle, p)) for p in table.path])
     got = np.array([r.probability for r in results])
@@ -173,3 +174,20 @@ def test_smoke_training_on_real_data_slice(tmp_path, shared_data):
     manifest = read_manifest(tmp_path / "real")
     assert manifest["training_data"]["counts"]["train"]["images"] > 0
     assert json.loads(proc.stdout.strip().splitlines()[-1])["bundle"].endswith("real")
+
+
+def test_feature_cache_fills_every_row_of_every_view(tmp_path):
+    """10 images in batches of 4, 3 views: every (view, image) row is computed - none left
+    at the memmap's zeros, also when the image count is not a multiple of the batch."""
+    import keras
+
+    from pneumo.config import Config
+    from pneumo.training import build_cache
+
+    inputs = keras.Input((16, 16, 3))
+    bottom = keras.Model(inputs, keras.ops.mean(inputs, axis=(1, 2)) + 1.0)
+    images = np.random.default_rng(0).integers(20, 230, (10, 16, 16, 3), np.uint8)
+    cache = build_cache(bottom, images, tmp_path / "c.npy", views=3, cfg=Config(), batch=4)
+    assert cache.shape == (3, 10, 3)
+    assert (np.abs(np.asarray(cache)).sum(axis=-1) > 0).all()
+    np.testing.assert_allclose(cache[0], images.mean(axis=(1, 2)) + 1.0, rtol=1e-2)

@@ -76,6 +76,15 @@ class CachedViews(keras.utils.PyDataset):
         return x, y, w
 
 
+def _chunks(views: int, n: int, batch: int):
+    """(view, first image) of every batch, view by view: each view starts at image 0. (Rows
+    counted across views would start view 1 mid-batch and skip its first images whenever n is
+    not a multiple of the batch: they stayed zeros in the cache.)"""
+    for view in range(views):
+        for first in range(0, n, batch):
+            yield view, first
+
+
 def build_cache(bottom: keras.Model, images: np.ndarray, path: Path, views: int,
                 cfg: Config, batch: int = 64) -> np.ndarray:
     """Bottom-network outputs for `views` views of `images`, as a resumable float16 memmap.
@@ -93,9 +102,11 @@ def build_cache(bottom: keras.Model, images: np.ndarray, path: Path, views: int,
     log.info("feature cache %s: %d/%d rows done, %d to go", path.stem, done, total, total - done)
     with tqdm(total=total, initial=done, unit="img", desc=f"feature cache {path.stem}",
               disable=None) as progress:
-        for row in range(done, total, batch):
-            view, first = divmod(row, len(images))
+        for count, (view, first) in enumerate(_chunks(views, len(images), batch), start=1):
             last = min(first + batch, len(images))
+            done_rows = view * len(images) + last
+            if done_rows <= done:  # computed before an interruption
+                continue
             chunk = images[first:last]
             if view > 0:
                 augmenter = build_augmenter(cfg.augment,
@@ -103,13 +114,10 @@ def build_cache(bottom: keras.Model, images: np.ndarray, path: Path, views: int,
                 chunk = np.stack([augment_image(augmenter, im) for im in chunk])
             cache[view, first:last] = forward(
                 tf.constant(chunk, tf.float32)).numpy().astype(np.float16)
-            done_rows = view * len(images) + last
             progress.update(last - first)
-            if (done_rows // batch) % 8 == 0 or done_rows == total:
+            if count % 8 == 0 or done_rows == total:
                 cache.flush()
                 atomic_write_json(done_path, {"rows": done_rows})
-            if last == len(images) and view == views - 1:
-                break
     cache.flush()
     atomic_write_json(done_path, {"rows": total})
     log.info("feature cache %s: %d rows", path.stem, total)
