@@ -3,15 +3,13 @@
 import numpy as np
 import streamlit as st
 
-from app import charts, formatting, state, widgets
+from app import charts, formatting, widgets
 from pneumo.metrics import expected_calibration_error, reliability_curve
 from pneumo.stats import wilson_interval
 
 
 def main() -> None:
-    bundle = state.require_bundle()
-    st.title("Calibration")
-    view = widgets.data_selector(bundle, "calibration")
+    bundle, view = widgets.films_page("Calibration", "calibration")
     y, p = view.y, view.p
     st.caption(f"Reliability of the probabilities on {view.caption}. Points on the diagonal "
                "are perfectly calibrated; bars are 95% Wilson intervals of the observed "

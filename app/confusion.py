@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import charts, formatting, state, widgets
+from app import charts, formatting, widgets
 from pneumo.metrics import threshold_metrics
 
 LABELS = {
@@ -16,9 +16,7 @@ LABELS = {
 
 
 def main() -> None:
-    bundle = state.require_bundle()
-    st.title("Confusion matrix")
-    view = widgets.data_selector(bundle, "confusion")
+    bundle, view = widgets.films_page("Confusion matrix", "confusion")
     y, p = view.y, view.p
     st.caption(f"{view.caption}. Move the threshold to see the trade-off.")
     c1, c2 = st.columns([2, 1])

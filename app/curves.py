@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from app import charts, formatting, state, widgets
+from app import charts, formatting, widgets
 from pneumo.metrics import bootstrap_ci, pr_points, roc_points, summary_metrics, \
     threshold_metrics
 
@@ -17,9 +17,7 @@ def ranking(y: np.ndarray, p: np.ndarray) -> dict:
 
 
 def main() -> None:
-    bundle = state.require_bundle()
-    st.title("ROC & PR curves")
-    view = widgets.data_selector(bundle, "curves")
+    bundle, view = widgets.films_page("ROC & PR curves", "curves")
     y, p = view.y, view.p
     st.caption(f"{view.caption}. Hover a curve for the threshold, sensitivity and specificity "
                "at that point.")

@@ -16,9 +16,10 @@ from pneumo.errors import BundleError, DataError
 
 from app.formatting import fmt, site_caption
 from app.state import (BUNDLE_KEY, DATASET_KEY, INTERNAL, Bundle, DataView, evaluations,
-                       find_bundles, internal_view, models_root)
+                       find_bundles, internal_view, models_root, require_bundle)
 
-__all__ = ["threshold_control", "sidebar", "metric_columns", "data_selector", "scoring"]
+__all__ = ["threshold_control", "sidebar", "metric_columns", "films_page", "data_selector",
+           "scoring"]
 
 
 def threshold_control(bundle: Bundle, page: str, label: str = "Decision threshold") -> float:
@@ -101,12 +102,25 @@ def _bundle_facts(manifest: dict[str, Any]) -> None:
                    + " · ".join(f"{k.upper() if k == 'auc' else k} {v:.3f}"
                                 for k, v in head.items() if isinstance(v, (int, float))))
     st.caption(f"Decision threshold {fmt(manifest.get('threshold'), 4)}")
+    served = manifest.get("litert") or {}
+    if served.get("threshold") is not None:
+        st.caption(f"Predictions are served by LiteRT ({served.get('quantize')} quantisation) at "
+                   f"its own threshold {fmt(served.get('threshold'), 4)}, refitted on its own "
+                   "scores; the figures on these pages are the float model's.")
 
 
 def metric_columns(n: int, key: str) -> list:
     """`n` columns for a row of metrics: kept side by side on a phone (streamlit_app.py's CSS
     matches the `pair-` key), where plain columns stack one under another."""
     return st.container(key=f"pair-{key}").columns(n)
+
+
+def films_page(title: str, page: str) -> tuple[Bundle, DataView]:
+    """The head of a page about a set of films: the active bundle (or a stop with the reason),
+    the title and the film selector."""
+    bundle = require_bundle()
+    st.title(title)
+    return bundle, data_selector(bundle, page)
 
 
 def data_selector(bundle: Bundle, page: str) -> DataView:

@@ -58,7 +58,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)
     rejected = 0
-    for index, path in enumerate(args.paths):
+    from tqdm import tqdm
+
+    # The bar is on stderr, the JSON lines on stdout; shown on a terminal or with --progress.
+    paths = tqdm(args.paths, desc="predict", unit="img", leave=False,
+                 disable=not (sys.stderr.isatty() or args.progress) or len(args.paths) < 2)
+    for index, path in enumerate(paths):
         try:
             result = predictor.predict(path, cam=args.cam, tta=not args.no_tta)
         except PneumoError as exc:  # one bad input must not stop the rest
@@ -168,6 +173,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cam", default="gradcam", choices=["gradcam", "gradcam++", "scorecam", "none"])
     p.add_argument("--cam-dir", help="write heatmap overlay PNGs here")
     p.add_argument("--no-tta", action="store_true", help="skip test-time augmentation")
+    p.add_argument("--progress", action="store_true", help="progress bar even when not a TTY")
     p.add_argument("--show-unassessed", action="store_true",
                    help="print the (not valid) probability and heatmap of images outside the "
                         "model's population too")

@@ -67,6 +67,17 @@ def disk_films(data: str | Path) -> list[Film]:
             for path, label, pid in zip(frame["path"], frame["label"], frame["patient_id"])]
 
 
+def _labelled(data: str | Path) -> tuple[list[Film], list[Item], str]:
+    """(films, files that could not be used, layout) of a folder, CSV or ZIP file."""
+    path = Path(data)
+    if path.is_file() and path.suffix.lower() == ".zip":
+        from .uploads import labelled_films
+
+        upload = labelled_films([(path.name, path.read_bytes())])
+        return upload.films, list(upload.problems), f"ZIP: {upload.layout}"
+    return disk_films(data), [], detect_layout(data)
+
+
 def _sources(films: Sequence[Film], problems: list[Item]) -> list[tuple[Film, Any]]:
     ready = []
     for film in films:
@@ -140,19 +151,21 @@ def evaluate(predictor, data: str | Path, threshold: float | None = None,
              ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Score `predictor` on the labelled images at `data` (any layout the trainer takes).
 
-    For the Kaggle layout its `test/` split is used. Returns (metrics, predictions table).
+    For the Kaggle layout its `test/` split is used. A `.zip` is read as the dashboard reads
+    an upload (`pneumo.uploads`: the same ZIP guard and layouts). Returns (metrics, predictions
+    table).
     """
     from tqdm import tqdm
 
-    films = disk_films(data)
+    films, problems, layout = _labelled(data)
     with tqdm(total=len(films), desc="evaluate", unit="img", disable=not show_progress,
               leave=False) as bar:
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
         result = evaluate_films(predictor, films, name=str(data), source=str(data),
-                                layout=detect_layout(data), threshold=threshold,
-                                bootstrap=bootstrap, progress=progress)
+                                layout=layout, threshold=threshold, bootstrap=bootstrap,
+                                progress=progress, problems=problems)
     metrics = dict(result.metrics)
     metrics.update({
         "data": str(data), "layout": result.layout, "model": predictor.name,

@@ -357,23 +357,28 @@ def export_litert(bundle: str | Path, quantize: str = "dynamic", check: bool = T
                                       reference))
         for name in (TFLITE_FILE, HEAD_FILE):
             atomic_write_bytes(bundle / name, (work / name).read_bytes())
-    record_in_metrics(bundle, info)
+    record_litert(bundle, manifest, info)
     refresh_hashes(bundle, litert=info)
     return info
 
 
-def record_in_metrics(bundle: Path, info: dict[str, Any]) -> None:
+def record_litert(bundle: Path, manifest: dict[str, Any], info: dict[str, Any]) -> None:
     """The served LiteRT model's operating point and parity figures, in metrics.json beside
-    the float model's (the dashboard and model card read them from there)."""
+    the float model's, and the model card rewritten with them."""
     import json
 
     from .bundle import write_json
+    from .fileio import atomic_write_text
+    from .modelcard import model_card
 
     path = Path(bundle) / "metrics.json"
     if path.is_file():
         metrics = json.loads(path.read_text())
         metrics["litert"] = info
         write_json(path, metrics)
+        if (Path(bundle) / "MODEL_CARD.md").is_file():
+            atomic_write_text(Path(bundle) / "MODEL_CARD.md",
+                              model_card({**manifest, "litert": info}, metrics))
 
 
 def export_after_training(bundle: Path, quantize: str, reference: tuple[str, Any] | None = None

@@ -7,6 +7,9 @@ seconds without TensorFlow.
 
     python scripts/dump_features.py --model models/default --out runs/features/default \
         --set train=../shared/data/chest_xray/train --set calibration=../shared/data/chest_xray/calibration
+
+`--runtime litert` reads the bundle's served `model.tflite` instead (features, logit and the
+gate's pooled conv4 map only), so the same experiments measure the served model.
 """
 
 from __future__ import annotations
@@ -32,7 +35,15 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--set", action="append", required=True, help="NAME=PATH (any layout)")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--runtime", choices=["keras", "litert"], default="keras")
     args = parser.parse_args()
+    if args.runtime == "litert":
+        from pneumo.litert import HEAD_FILE, TFLITE_FILE, LiteRTModel
+
+        served = LiteRTModel(Path(args.model) / TFLITE_FILE, Path(args.model) / HEAD_FILE)
+        dump(args, ("features", "logit", "conv4_block6_out"),
+             lambda x: [(o := served.run(x))["features"], o["logit"], o["gate"]])
+        return
 
     import keras
     import tensorflow as tf
@@ -44,21 +55,26 @@ def main() -> None:
     outputs += [keras.ops.mean(net.get_layer(name).output, axis=(1, 2)) for name in POOLED]
     reader = keras.Model(net.input, outputs)
     forward = tf.function(lambda x: reader(x, training=False), reduce_retracing=True)
+    dump(args, ("features", "logit", *POOLED),
+         lambda x: [v.numpy() for v in forward(tf.constant(x))])
+
+
+def dump(args: argparse.Namespace, names: tuple[str, ...], run) -> None:
+    """One .npz per --set: `names` arrays from `run(batch)`, plus path, label, patient_id."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for spec in args.set:
         name, path = spec.split("=", 1)
         frame = discover(path, "evaluate")
-        parts: list[list[np.ndarray]] = [[] for _ in outputs]
+        parts: list[list[np.ndarray]] = [[] for _ in names]
         for first in range(0, len(frame), args.batch):
             chunk = frame.path.iloc[first:first + args.batch]
             x = np.stack([load_model_input(p, DEFAULT_IMAGE_SIZE)
                           for p in chunk]).astype(np.float32)
-            for store, value in zip(parts, forward(tf.constant(x))):
-                store.append(value.numpy().astype(np.float32))
+            for store, value in zip(parts, run(x)):
+                store.append(np.asarray(value, np.float32))
             print(f"{name}: {min(first + args.batch, len(frame))}/{len(frame)}", flush=True)
-        arrays = {"features": parts[0], "logit": parts[1]}
-        arrays.update({n: parts[2 + i] for i, n in enumerate(POOLED)})
+        arrays = dict(zip(names, parts))
         np.savez(out / f"{name}.npz", path=frame.path.to_numpy(str),
                  label=frame.label.to_numpy(), patient_id=frame.patient_id.to_numpy(str),
                  **{k: np.concatenate(v).reshape(len(frame), -1) for k, v in arrays.items()})

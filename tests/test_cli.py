@@ -82,3 +82,23 @@ def test_train_py_is_the_train_command():
                        text=True)
     b = pneumo("train", "--help")
     assert a.returncode == b.returncode == 0 and "--resume" in a.stdout
+
+
+def test_evaluate_reads_a_zip_as_the_dashboard_does(tiny_bundle, synthetic_data, tmp_path):
+    """A labelled ZIP through the library's upload reader (ZIP guard included) gives the
+    folder's figures; a file inside that is not an image is listed, not fatal."""
+    import zipfile
+
+    archive = tmp_path / "films.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for film in sorted(synthetic_data.rglob("*.png")):
+            zf.write(film, f"films/{film.parent.name}/{film.name}")
+        zf.writestr("films/NORMAL/notes.png", b"not a film")
+    args = ("--model", tiny_bundle, "--bootstrap", "50")
+    folder = json.loads(pneumo("evaluate", *args, "--data", synthetic_data).stdout.splitlines()[-1])
+    zipped = pneumo("evaluate", *args, "--data", archive)
+    assert zipped.returncode == 0, zipped.stderr[-2000:]
+    result = json.loads(zipped.stdout.splitlines()[-1])
+    assert result["n"] == folder["n"] == 48
+    assert result["auc"] == pytest.approx(folder["auc"], abs=1e-9)
+    assert result["n_unreadable"] == 1 and "notes.png" in result["unreadable"][0]
