@@ -30,6 +30,10 @@ from pneumo.errors import BundleError, DataError
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLE_KEY = "bundle_dir"
+# Results kept per browser session (a slider move or a method switch re-renders from here). Each
+# holds the full-size film and heatmap (~20 MB for a 1776 x 1416 film): with 8 sessions at 4
+# each the server peaked at 1.2 GB; re-predicting with LiteRT takes ~0.1 s.
+KEEP_PREDICTIONS = 2
 
 
 def models_root() -> Path:
@@ -181,7 +185,7 @@ def cached_prediction(predictor, data: bytes, name: str, cam: str):
     if key not in store:
         result = predictor.predict(data, cam=cam, name=name)
         store[key] = (result, dt.datetime.now(dt.timezone.utc).replace(microsecond=0))
-        while len(store) > 4:
+        while len(store) > KEEP_PREDICTIONS:
             store.popitem(last=False)
     store.move_to_end(key)
     return store[key][0]
