@@ -10,7 +10,9 @@ is needed, and the score is exactly the one the heatmap explains. (A dense layer
 inside the file does not survive dynamic-range quantisation: its output came out in 0.3..0.95
 for logits of -6.6..8.6, so the head stays out of the file.)
 
-This module is in two halves:
+One module, over 300 lines, because the two halves below share one contract - the file's
+signature, its outputs, the head file and the manifest's `litert` entry - and a change to one
+side must be made to the other in the same place. It is in two halves:
 
 * serving (`LiteRTModel`, `class_activation_maps`, `check_head`): numpy and ai-edge-litert
   only; nothing here imports TensorFlow;

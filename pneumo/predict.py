@@ -11,6 +11,10 @@ and the Grad-CAM map. Two runtimes give the same answers:
 Grad-CAM++ and Score-CAM always come from tf-keras-vis on the Keras model, loaded the first
 time one is asked for. A few shifted/zoomed views of the same image (test-time augmentation)
 give the spread that feeds `uncertainty` and `needs_review`; only the first view gets a heatmap.
+
+One module (about 400 lines) because loading and answering are one contract: which runtime
+serves, at which operating point, with which gate, and how a result is built from one forward
+pass; the runtimes themselves live in `explain` and `litert`, the gate in `population`.
 """
 
 from __future__ import annotations
