@@ -111,10 +111,10 @@ class LiteRTModel:
         self.image_size = int(self._interpreter.get_input_details()[0]["shape"][1])
         self._lock = threading.Lock()
 
-    def run_conv_channels(self, batch: np.ndarray) -> int:
-        """Channels of the conv maps the file gives (checked against the head at load)."""
-        with self._lock:
-            return int(self._runner(**{INPUT: batch})["conv"].shape[-1])
+    @property
+    def conv_channels(self) -> int:
+        """Channels of the conv maps the file gives, from its signature (no inference)."""
+        return int(self._runner.get_output_details()["conv"]["shape"][-1])
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """(n, S, S, 3) raw pixels -> conv (n, h, w, c), features (n, c) (the pooled conv
@@ -135,10 +135,8 @@ def check_head(model: LiteRTModel, info: dict[str, Any]) -> str | None:
     channels as the dense layer has weights. Else the reason it is not."""
     if info.get("head") != HEAD_KIND:
         return f"the manifest does not record a {HEAD_KIND} head for {TFLITE_FILE}"
-    probe = np.full((1, model.image_size, model.image_size, 3), 128, np.float32)
-    channels = model.run_conv_channels(probe)
-    if channels != model.weights.shape[0]:
-        return (f"the conv maps have {channels} channels, the head weights "
+    if model.conv_channels != model.weights.shape[0]:
+        return (f"the conv maps have {model.conv_channels} channels, the head weights "
                 f"{model.weights.shape[0]}")
     return None
 
@@ -268,44 +266,29 @@ def reference_films(bundle: Path, manifest: dict[str, Any]) -> tuple[str, Any]:
 
 def _outputs(run, images: np.ndarray, batch: int = 32) -> dict[str, np.ndarray]:
     parts = [run(images[i:i + batch]) for i in range(0, len(images), batch)]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def _keras_runner(model, cam_layer: str):
-    import keras
-    import tensorflow as tf
-
-    reader = keras.Model(model.inputs, [model.get_layer(cam_layer).output,
-                                        model.get_layer(LOGIT_LAYER).output])
-    forward = tf.function(lambda x: reader(x, training=False), reduce_retracing=True)
-
-    def run(x: np.ndarray) -> dict[str, np.ndarray]:
-        conv, logit = forward(tf.constant(np.asarray(x, np.float32)))
-        return {"conv": conv.numpy(), "logit": logit.numpy().reshape(-1)}
-
-    return run
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("features", "logit")}
 
 
 def parity(float_out: dict[str, np.ndarray], quant_out: dict[str, np.ndarray],
            frame, policy: dict[str, Any]) -> dict[str, Any]:
-    """Both models' figures on one labelled set, each with a threshold and temperature fitted
+    """Both models' figures on one labelled set (`features`: pooled conv5, `logit`), each with a threshold and temperature fitted
     on its own outputs by `policy` (patient-grouped out-of-fold when the policy refits the
     head, as `pneumo calibrate` does)."""
     from .calibrate import fit_site
+    from .metrics import apply_temperature
     from sklearn.metrics import roc_auc_score as roc_auc
 
     labels = frame["label"].to_numpy().astype(int)
     groups = frame["patient_id"].astype(str).to_numpy()
     report: dict[str, Any] = {"n": int(len(labels))}
     for name, out in (("float", float_out), ("litert", quant_out)):
-        features = out["conv"].mean(axis=(1, 2)).astype(np.float64)
-        fit = fit_site(features, out["logit"], labels, groups, **policy)
+        fit = fit_site(out["features"], out["logit"], labels, groups, **policy)
         report[name] = {"auc": float(roc_auc(labels, out["logit"])),
                         "threshold": fit.threshold, "temperature": fit.temperature,
                         "sensitivity": fit.selection["sensitivity"],
                         "specificity": fit.selection["specificity"]}
     f, q = report["float"], report["litert"]
-    calls = [1.0 / (1.0 + np.exp(-out["logit"] / r["temperature"])) >= r["threshold"]
+    calls = [apply_temperature(out["logit"], r["temperature"]) >= r["threshold"]
              for out, r in ((float_out, f), (quant_out, q))]
     report["decisions_changed"] = float(np.mean(calls[0] != calls[1]))
     report["max_logit_difference"] = float(np.max(np.abs(float_out["logit"] - quant_out["logit"])))
@@ -368,8 +351,7 @@ def export_litert(bundle: str | Path, quantize: str = "dynamic", check: bool = T
                                 "float_threshold": float(manifest["threshold"]),
                                 "float_temperature": float(manifest.get("temperature", 1.0))}
         if check:
-            info.update(_check_parity(bundle, manifest, model, cam_layer, served, size,
-                                      reference))
+            info.update(_check_parity(bundle, manifest, model, served, size, reference))
         for name in (TFLITE_FILE, HEAD_FILE):
             atomic_write_bytes(bundle / name, (work / name).read_bytes())
     record_litert(bundle, manifest, info)
@@ -415,15 +397,16 @@ def export_after_training(bundle: Path, quantize: str, reference: tuple[str, Any
     return read_manifest(bundle, verify=False)
 
 
-def _check_parity(bundle: Path, manifest: dict[str, Any], model, cam_layer: str,
+def _check_parity(bundle: Path, manifest: dict[str, Any], model,
                   served: LiteRTModel, size: int, reference: tuple[str, Any] | None = None
                   ) -> dict[str, Any]:
     """Parity figures; raises ConfigError when the quantisation breaks them."""
     from .gatefit import split_films
     from .pipeline import frame_images
 
+    from .calibrate import site_outputs
+
     policy = _threshold_policy(manifest)
-    keras_run = _keras_runner(model, cam_layer)
     sets = [reference or reference_films(bundle, manifest)]
     if sets[0][0] != "validation split":
         sets.append(("validation split", split_films(bundle, "val")))
@@ -431,7 +414,9 @@ def _check_parity(bundle: Path, manifest: dict[str, Any], model, cam_layer: str,
     for name, frame in sets:
         log.info("parity on %s (%d films)", name, len(frame))
         images = frame_images(frame, size)
-        report = parity(_outputs(keras_run, images), _outputs(served.run, images), frame, policy)
+        features, logits = site_outputs(model, images)
+        report = parity({"features": features, "logit": logits}, _outputs(served.run, images),
+                        frame, policy)
         reports[name] = report
         refit = refit or report
     failed = {n: r for n, r in reports.items() if not r["passes"]}

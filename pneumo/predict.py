@@ -376,11 +376,12 @@ def _check_numbers(directory: Path, manifest: dict[str, Any]) -> None:
     """The manifest's numbers are numbers: a hand-edited manifest must not fail later, oddly."""
     checks = {"threshold": lambda v: 0.0 <= v <= 1.0, "temperature": lambda v: v > 0,
               "image_size": lambda v: v >= 32 and v == int(v)}
-    served = {f"litert.{k}": v for k, v in (manifest.get("litert") or {}).items()
-              if k in ("threshold", "temperature")}
-    checks.update({f"litert.{k}": checks[k] for k in ("threshold", "temperature")})
-    for key, valid in checks.items():
-        value = served.get(key, 1.0) if key.startswith("litert.") else manifest.get(key, 1.0)
+    served = manifest.get("litert")  # the LiteRT operating point, when there is one
+    served = served if isinstance(served, dict) else {}
+    values = [(key, manifest.get(key, 1.0), valid) for key, valid in checks.items()]
+    values += [(f"litert.{key}", served[key], checks[key]) for key in ("threshold", "temperature")
+               if key in served]
+    for key, value, valid in values:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not (ok and math.isfinite(value) and valid(value)):
             raise BundleError(f"{directory}: manifest.json has an invalid {key!r} ({value!r}); "

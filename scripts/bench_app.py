@@ -46,9 +46,10 @@ def wait_healthy(url: str, timeout: float = 90) -> None:
 
 def start_server(model: str | Path, python: str = sys.executable, runtime: str = "auto"
                  ) -> tuple[subprocess.Popen, str]:
-    """`streamlit run streamlit_app.py` serving `model` on a free port: (process, url)."""
+    """`streamlit run streamlit_app.py` serving the bundle `model` (the only one offered) on a
+    free port: (process, url)."""
     port = free_port()
-    env = dict(os.environ, PNEUMO_MODELS_DIR=str(Path(model).parent), TF_CPP_MIN_LOG_LEVEL="2",
+    env = dict(os.environ, PNEUMO_MODELS_DIR=str(Path(model).resolve()), TF_CPP_MIN_LOG_LEVEL="2",
                PNEUMO_RUNTIME=runtime)
     server = subprocess.Popen(
         [python, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",

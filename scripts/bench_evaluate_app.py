@@ -65,7 +65,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     n = make_zip(data, tmp / f"{data.name}.zip")
     make_zip(data, tmp / "warm-up.zip", limit=1)
-    server, url = start_server(Path(args.model).resolve() / "x")  # PNEUMO_MODELS_DIR=model
+    server, url = start_server(args.model)
     try:
         wait_healthy(url)
         with sync_playwright() as pw:

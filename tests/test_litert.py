@@ -141,15 +141,15 @@ def test_parity_fails_when_the_quantised_scores_drift():
     import pandas as pd
 
     frame = pd.DataFrame({"label": labels, "patient_id": [f"p{i}" for i in range(n)]})
-    conv = rng.normal(size=(n, 2, 2, 4)).astype(np.float32)
+    features = rng.normal(size=(n, 4))
     logit = (labels * 2.0 - 1.0) * 2 + rng.normal(size=n)
-    float_out = {"conv": conv, "logit": logit}
+    float_out = {"features": features, "logit": logit}
     policy = {"adapt": "none", "policy": "sensitivity", "target_sensitivity": 0.95,
               "cost_ratio": 3.0}
-    same = litert.parity(float_out, {"conv": conv, "logit": logit + 1e-7}, frame, policy)
+    same = litert.parity(float_out, {"features": features, "logit": logit + 1e-7}, frame, policy)
     assert same["passes"] and same["decisions_changed"] == 0
-    drift = litert.parity(float_out, {"conv": conv, "logit": logit + rng.normal(0, 2.0, n)},
-                          frame, policy)
+    drift = litert.parity(float_out, {"features": features,
+                                      "logit": logit + rng.normal(0, 2.0, n)}, frame, policy)
     assert not drift["passes"] and drift["decisions_changed"] > 0
 
 
@@ -173,13 +173,9 @@ def test_a_quantisation_failing_parity_is_refused_and_nothing_written(
 
 
 def _labelled_frame(bundle: Path):
-    import pandas as pd
+    from pneumo.gatefit import split_films
 
-    from pneumo.bundle import resolve_in_bundle
-
-    split = pd.read_csv(bundle / "split.csv")
-    split["path"] = [str(resolve_in_bundle(bundle, p)) for p in split["path"]]
-    return split.head(6)
+    return split_films(bundle, "val")
 
 
 def test_export_cli_writes_litert_and_rejects_quantize_without_it(tiny_bundle, tmp_path):
