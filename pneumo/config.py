@@ -48,6 +48,10 @@ class AugmentConfig:
     clahe_p: float = 0.0  # local contrast equalisation, as some PACS apply
     blur_p: float = 0.0  # Gaussian blur (softer detectors, downsampled films)
     noise_p: float = 0.0  # Gaussian noise (quantum mottle)
+    # Shortcut breakers (pneumo.markers): burned-in markers and text anywhere, mostly at corners
+    # and edges, and dark or bright bands along the borders, so neither carries the label.
+    marker_p: float = 0.0
+    border_p: float = 0.0
 
 
 @dataclass
@@ -87,6 +91,12 @@ class TrainConfig:
     # 0: stream images through the whole network every step (GPU). V > 0: compute the frozen
     # stem's output once for V views per image (1 clean + V-1 augmented) and train the top on it.
     cache_views: int = 0
+    # "Right for the right reasons" (Ross et al. 2017): weight of a loss on the share of the CAM
+    # layer's activation outside the lung-field template (moved with each augmented view), per
+    # channel, so any linear head on the pooled features draws its map inside the lungs.
+    # Needs cache_views > 0; 0 turns it off.
+    lung_penalty: float = 0.0
+    seed: int | None = None  # weight init, shuffling and dropout; None: data.seed
     gate_percentile: float = 99.5  # gate cut-offs: this percentile of held-out in-population films
     # Adult chest films (a folder of images, searched recursively, or a CSV with a `path`
     # column) for the gate's adult detector; "" fits the gate without it. Relative paths are
@@ -175,6 +185,8 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     merged = _merge(Config().to_dict(), values or {})
     # Stages are a list: an override replaces the whole list, so fill each stage's defaults.
     config = _build(Config, merged, "")
+    if config.train.lung_penalty > 0 and config.train.cache_views <= 0:
+        raise ConfigError("train.lung_penalty needs the feature cache: set train.cache_views > 0")
     if config.train.litert not in LITERT_CHOICES:
         raise ConfigError(f"train.litert must be one of {LITERT_CHOICES}, received "
                           f"{config.train.litert!r}")

@@ -187,7 +187,7 @@ def test_feature_cache_fills_every_row_of_every_view(tmp_path):
     inputs = keras.Input((16, 16, 3))
     bottom = keras.Model(inputs, keras.ops.mean(inputs, axis=(1, 2)) + 1.0)
     images = np.random.default_rng(0).integers(20, 230, (10, 16, 16, 3), np.uint8)
-    cache = build_cache(bottom, images, tmp_path / "c.npy", views=3, cfg=Config(), batch=4)
+    cache, _ = build_cache(bottom, images, tmp_path / "c.npy", views=3, cfg=Config(), batch=4)
     assert cache.shape == (3, 10, 3)
     assert (np.abs(np.asarray(cache)).sum(axis=-1) > 0).all()
     np.testing.assert_allclose(cache[0], images.mean(axis=(1, 2)) + 1.0, rtol=1e-2)

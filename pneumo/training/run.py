@@ -28,6 +28,7 @@ from ..fileio import atomic_write_json
 from ..layers import FEATURES_LAYER, LOGIT_LAYER
 from ..model import build_model, choose_precision, set_trainable
 from ..pipeline import eval_dataset, frame_images, train_dataset
+from .attribution import penalised_top
 from .cache import CachedViews, build_cache, cache_boundary
 from .callbacks import AtomicBackup, BestWeights, EpochRecorder
 
@@ -140,7 +141,8 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False) 
         raise ConfigError(f"{out} is not empty; pass --resume to continue or choose another --out")
     work.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    keras.utils.set_random_seed(cfg.data.seed)
+    train_seed = cfg.data.seed if cfg.train.seed is None else cfg.train.seed
+    keras.utils.set_random_seed(train_seed)
     t0 = time.perf_counter()
 
     frame = prepare_split(cfg, data, out)
@@ -162,17 +164,22 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False) 
     if views > 0:
         boundary = cache_boundary(full, cfg.train.stages)
         bottom = keras.Model(full.input, boundary)
-        trained = keras.Model(boundary, full.output)
+        penalty = cfg.train.lung_penalty
+        grid = tuple(full.get_layer(cfg.model.cam_layer).output.shape[1:3]) if penalty else None
+        trained = (penalised_top(full, boundary, penalty) if penalty
+                   else keras.Model(boundary, full.output))
         caches = {s: build_cache(bottom, images[s], work / f"cache_{s}.npy",
-                                 views if s == "train" else 1, cfg) for s in images}
-        train_data = CachedViews(caches["train"], labels["train"], cfg.train.batch_size,
-                                 cfg.data.seed, weights, cfg.train.oversample)
-        val_data = CachedViews(caches["val"], labels["val"], cfg.train.batch_size, 0, shuffle=False)
+                                 views if s == "train" else 1, cfg, grid=grid) for s in images}
+        train_data = CachedViews(caches["train"][0], labels["train"], cfg.train.batch_size,
+                                 train_seed, weights, cfg.train.oversample,
+                                 fields=caches["train"][1])
+        val_data = CachedViews(caches["val"][0], labels["val"], cfg.train.batch_size, 0,
+                               shuffle=False, fields=caches["val"][1])
         fit_kwargs: dict[str, Any] = {}
         if cfg.train.steps_per_epoch:
             fit_kwargs["steps_per_epoch"] = cfg.train.steps_per_epoch
         readout = heads(full, boundary)
-        inputs = {s: c[0] for s, c in caches.items()}
+        inputs = {s: cache[0] for s, (cache, _) in caches.items()}
     else:
         trained = full
         train_data = train_dataset(images["train"], labels["train"], cfg.train.batch_size,
