@@ -88,7 +88,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     bundle = Path(args.model)
     read_manifest(bundle, verify=True)
     if args.format == "litert":
-        from .litert import export_litert
+        from .export import export_litert
 
         info = export_litert(bundle, args.quantize, check=not args.no_parity)
         print(json.dumps({"litert": str(bundle / info["file"]), **info}))

@@ -1,7 +1,9 @@
-"""Turn a trained network and its held-out outputs into a complete model bundle.
+"""Turn a trained network and its held-out outputs into a model bundle (the float model).
 
-Order matters for honesty: temperature and threshold are fitted on the validation split only;
-the test split is scored once with them; the gate is fitted on training features only.
+Order matters for honesty: temperature and threshold are fitted on the validation split only
+(`pneumo.operating_point`); the test split is scored once with them; the gate is fitted on
+training features only. The exports (SavedModel, LiteRT with parity) are the trainer's next
+step, `pneumo.export.export_bundle`.
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ from . import __version__
 from .bundle import relative_to_bundle, write_json, write_manifest
 from .config import Config
 from .datasets import CLASS_NAMES
-from .export import export_saved_model
 from .fileio import atomic_write_text
 from .gatefit import fit_gate
-from .metrics import (apply_temperature, choose_threshold, fit_temperature, reliability_curve,
-                      summary_metrics)
-from .model import build_model, gate_layer, pooled_outputs
+from .inference import pooled_outputs
+from .metrics import apply_temperature, reliability_curve, summary_metrics
+from .model import clone_with_precision, gate_layer
 from .modelcard import model_card
+from .operating_point import fit_operating_point
 
 PREPROCESSING = (
     "read_image: decode to grayscale float [0,1] (8-bit /255; 16-bit by the bits used; DICOM: "
@@ -34,17 +36,6 @@ PREPROCESSING = (
     "(cv2 INTER_AREA when shrinking, no letterbox), round to uint8, repeat to 3 channels -> "
     "model: ResNet caffe preprocessing (BGR, ImageNet mean) inside the graph"
 )
-
-
-def save_portable_model(model: keras.Model, cfg: Config, path: Path) -> keras.Model:
-    """Save a float32, uncompiled twin of `model` (no optimizer state) as `.keras`."""
-    twin = build_model(
-        type(cfg.model)(backbone=cfg.model.backbone, weights="none", dropout=cfg.model.dropout,
-                        cam_layer=cfg.model.cam_layer),
-        cfg.data.image_size, "float32")
-    twin.set_weights(model.get_weights())
-    twin.save(path)
-    return twin
 
 
 def prediction_table(part: pd.DataFrame, logits: np.ndarray, temperature: float,
@@ -60,14 +51,15 @@ def prediction_table(part: pd.DataFrame, logits: np.ndarray, temperature: float,
 def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame],
                  outputs: dict[str, tuple[np.ndarray, np.ndarray]], timing: dict[str, Any],
                  out: Path, images: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-    """Calibrate, pick the threshold, fit the gate, score the test split, write every file."""
+    """Calibrate, pick the threshold, fit the gate, score the test split, write the float
+    bundle's files and its manifest (returned)."""
     held_out = "test" if "test" in outputs and len(parts["test"]) else "val"
     val_labels = parts["val"]["label"].to_numpy()
-    temperature = (fit_temperature(val_labels, outputs["val"][1]) if cfg.eval.calibrate else 1.0)
-    val = prediction_table(parts["val"], outputs["val"][1], temperature, out)
-    threshold, how = choose_threshold(val_labels, val["probability"].to_numpy(),
-                                      cfg.eval.threshold_method, cfg.eval.sensitivity_target)
+    temperature, threshold, how = fit_operating_point(
+        val_labels, outputs["val"][1], cfg.eval.threshold_method, cfg.eval.sensitivity_target,
+        calibrate=cfg.eval.calibrate)
     how["chosen_on"] = "val"
+    val = prediction_table(parts["val"], outputs["val"][1], temperature, out)
     test = prediction_table(parts[held_out], outputs[held_out][1], temperature, out)
 
     if images is None:  # decoded again when the caller did not keep them
@@ -75,7 +67,8 @@ def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame]
 
         images = {s: frame_images(p, cfg.data.image_size) for s, p in parts.items() if len(p)}
     # The gate reads the float32 model that serves, not the (maybe bfloat16) one that trained.
-    portable = save_portable_model(model, cfg, out / "model.keras")
+    portable = clone_with_precision(model, cfg.model, "float32")  # no optimizer state
+    portable.save(out / "model.keras")
     pooled = {s: pooled_outputs(portable, gate_layer(portable), images[s])
               for s in images if len(images[s])}
     gate = fit_gate(portable, pooled["train"], pooled["val"], cfg.train.gate_adult_data,
@@ -100,7 +93,6 @@ def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame]
     reliability_curve(y_test, p_test).to_csv(out / "reliability.csv", index=False)
     write_json(out / "metrics.json", metrics)
 
-    export_saved_model(portable, out / "saved_model")
     counts = {s: {"images": int(len(p)), "patients": int(p.patient_id.nunique()),
                   "pneumonia": int(p.label.sum())} for s, p in parts.items()}
     info = {
@@ -125,10 +117,7 @@ def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame]
         "timing": timing,
     }
     atomic_write_text(out / "MODEL_CARD.md", model_card(info, metrics))
-    manifest = write_manifest(out, info)
-    from .litert import export_after_training
-
-    return export_after_training(out, cfg.train.litert) or manifest
+    return write_manifest(out, info)
 
 
 def _versions() -> dict[str, str]:

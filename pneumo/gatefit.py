@@ -22,7 +22,8 @@ def fit_gate(model: keras.Model, train: np.ndarray, val: np.ndarray,
     training films (reference) and validation films (cut-offs), plus the adult films at
     `adult_data` when given (read and pooled here through `model`)."""
     from .datasets import image_paths
-    from .model import gate_layer, pooled_outputs
+    from .inference import pooled_outputs
+    from .model import gate_layer
     from .pipeline import load_images
 
     layer = gate_layer(model)
@@ -54,7 +55,8 @@ def split_films(model_dir: Path, name: str, limit: int | None = None) -> pd.Data
 def split_pooled(model: keras.Model, model_dir: Path, name: str,
                  limit: int | None = None) -> np.ndarray:
     """Pooled gate-layer features of one split of the bundle's `split.csv`."""
-    from .model import gate_layer, pooled_outputs
+    from .inference import pooled_outputs
+    from .model import gate_layer
     from .pipeline import frame_images
 
     frame = split_films(model_dir, name, limit)
@@ -86,7 +88,8 @@ def cross_source_adult_rates(model_dir: str | Path, adult_root: str | Path,
     validation films, as the trainer sets them. Returns {"fit A -> test B": flag rate}.
     """
     from . import model as _model  # noqa: F401  registers the preprocessing layer
-    from .model import gate_layer, pooled_outputs
+    from .inference import pooled_outputs
+    from .model import gate_layer
     from .pipeline import load_images
 
     model_dir, adult_root = Path(model_dir), Path(adult_root)

@@ -168,19 +168,6 @@ def gate_layer(model: keras.Model, prefix: str = GATE_STAGE_PREFIX) -> str:
     return names[-1]
 
 
-def pooled_outputs(model: keras.Model, layer: str, images, batch: int = 32):
-    """Spatial mean of `layer`'s output for each preprocessed image: (n, channels) float32."""
-    import numpy as np
-    import tensorflow as tf
-
-    reader = keras.Model(model.input, keras.ops.mean(model.get_layer(layer).output, axis=(1, 2)))
-    forward = tf.function(lambda x: reader(x, training=False), reduce_retracing=True)
-    chunks = [forward(tf.constant(np.asarray(images[i:i + batch], np.float32))).numpy()
-              for i in range(0, len(images), batch)]
-    width = int(model.get_layer(layer).output.shape[-1])
-    return np.concatenate(chunks).astype(np.float32) if chunks else np.empty((0, width), np.float32)
-
-
 def clone_with_precision(model: keras.Model, cfg: ModelConfig, precision: str) -> keras.Model:
     """The same network under another dtype policy, sharing nothing but copied weights."""
     image_size = int(model.input_shape[1])

@@ -4,8 +4,8 @@
     python scripts/site_cv.py runs/features/NAME [--adapt head none] [--policy youden ...]
 
 For each (adapt, policy, C) prints AUC (95% CI), accuracy, sensitivity and specificity of the
-out-of-fold decisions on the dumped `calibration` set (pneumo.calibrate.cross_validate: head,
-temperature and threshold fitted on the other folds only), averaged over `--seeds` fold
+out-of-fold decisions on the dumped `calibration` set (`pneumo.operating_point.cross_validate`:
+head, temperature and threshold fitted on the other folds only), averaged over `--seeds` fold
 assignments with the per-seed range.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pneumo.calibrate import cross_validate  # noqa: E402
+from pneumo.operating_point import cross_validate  # noqa: E402
 
 
 def main() -> None:

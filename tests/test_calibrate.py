@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import write_synthetic_xrays
-from pneumo.calibrate import (check_site_labels, cross_validate, fit_head, fit_site)
+from pneumo.operating_point import check_site_labels, cross_validate, fit_head, fit_site
 from pneumo.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]

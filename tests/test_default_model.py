@@ -78,7 +78,8 @@ def test_shipped_operating_point_on_calibration_films(predictor, calibration):
 def test_site_calibration_cross_validated_on_new_patients(predictor, calibration):
     """Recompute the README's headline: the site procedure (head, temperature, threshold) fitted
     on 4/5 of the patients of calibration/, judged on the fifth, from the shipped backbone."""
-    from pneumo.calibrate import cross_validate, site_outputs
+    from pneumo.inference import site_outputs
+    from pneumo.operating_point import cross_validate
 
     frame, images = calibration
     features, logits = site_outputs(predictor.explainer.model, images)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import shared_root, missing_shared
-from pneumo import litert
+from pneumo import export, litert
 from pneumo.bundle import read_manifest, refresh_hashes
 from pneumo.errors import BundleError, ConfigError
 from pneumo.predict import Predictor
@@ -28,7 +28,7 @@ def float_bundle(tiny_bundle, tmp_path_factory) -> Path:
     """A copy of the tiny bundle with a float32 LiteRT model (no parity films needed)."""
     copy = tmp_path_factory.mktemp("litert") / "tiny"
     shutil.copytree(tiny_bundle, copy)
-    litert.export_litert(copy, "none", check=False)
+    export.export_litert(copy, "none", check=False)
     return copy
 
 
@@ -146,9 +146,9 @@ def test_parity_fails_when_the_quantised_scores_drift():
     float_out = {"features": features, "logit": logit}
     policy = {"adapt": "none", "policy": "sensitivity", "target_sensitivity": 0.95,
               "cost_ratio": 3.0}
-    same = litert.parity(float_out, {"features": features, "logit": logit + 1e-7}, frame, policy)
+    same = export.parity(float_out, {"features": features, "logit": logit + 1e-7}, frame, policy)
     assert same["passes"] and same["decisions_changed"] == 0
-    drift = litert.parity(float_out, {"features": features,
+    drift = export.parity(float_out, {"features": features,
                                       "logit": logit + rng.normal(0, 2.0, n)}, frame, policy)
     assert not drift["passes"] and drift["decisions_changed"] > 0
 
@@ -163,11 +163,11 @@ def test_a_quantisation_failing_parity_is_refused_and_nothing_written(
     failing = {"n": 9, "passes": False, "float": {"auc": 0.9, "sensitivity": 0.95,
                                                   "specificity": 0.8},
                "litert": {"auc": 0.8, "sensitivity": 0.95, "specificity": 0.5}}
-    monkeypatch.setattr(litert, "reference_films", lambda b, m: (
+    monkeypatch.setattr(export, "reference_films", lambda b, m: (
         "validation split", _labelled_frame(b)))
-    monkeypatch.setattr(litert, "parity", lambda *a, **k: failing)
+    monkeypatch.setattr(export, "parity", lambda *a, **k: failing)
     with pytest.raises(ConfigError, match="fails parity.*AUC 0.9000 -> 0.8000"):
-        litert.export_litert(copy, "dynamic")
+        export.export_litert(copy, "dynamic")
     assert not (copy / "model.tflite").exists()
     assert read_manifest(copy, verify=True).get("litert") is None
 
@@ -283,7 +283,7 @@ def test_numpy_gradcam_equals_tf_keras_vis_on_real_films(tmp_path):
     films = _real_films()
     copy = tmp_path / "default"
     shutil.copytree(REPO / "models" / "default", copy)
-    litert.export_litert(copy, "none", check=False)
+    export.export_litert(copy, "none", check=False)
     served = Predictor.load(copy)
     assert served.runtime == "litert"
     found = _gradcam_correlations(served, films)

@@ -1,4 +1,4 @@
-"""Staged fine-tuning of the classifier and writing of the model bundle.
+"""Staged fine-tuning of the classifier, up to the exported model bundle.
 
 Two ways to feed the network, same model and same stages:
 - streaming (`train.cache_views: 0`): every batch is decoded, augmented with Albumentations in a
@@ -10,16 +10,15 @@ Two ways to feed the network, same model and same stages:
 Every stage checkpoints each epoch (`--resume` continues after a kill) and keeps its best
 epoch by validation AUC.
 
-One job a module: `run` (orchestration: split, stages, readout, bundle), `callbacks` (resumable
-history, best weights, atomic backups), `cache` (the conv-feature cache). The names below are
+One job a module: `run` (orchestration: split, stages, readout, bundle, export), `callbacks`
+(resumable history, best weights, atomic backups), `cache` (the conv-feature cache). The names below are
 re-exported so `from pneumo.training import train` keeps working.
 """
 
 from .cache import CachedViews, build_cache, cache_boundary
 from .callbacks import AtomicBackup, BestWeights, EpochRecorder
-from .run import (WORK, compile_for_stage, features_and_logits, heads, make_strategy,
-                  prepare_split, run_stages, train)
+from .run import WORK, compile_for_stage, make_strategy, prepare_split, run_stages, train
 
-__all__ = ["train", "prepare_split", "make_strategy", "compile_for_stage", "run_stages", "heads",
-           "features_and_logits", "WORK", "EpochRecorder", "BestWeights", "AtomicBackup",
-           "CachedViews", "build_cache", "cache_boundary"]
+__all__ = ["train", "prepare_split", "make_strategy", "compile_for_stage", "run_stages", "WORK",
+           "EpochRecorder", "BestWeights", "AtomicBackup", "CachedViews", "build_cache",
+           "cache_boundary"]

@@ -2,7 +2,8 @@
 
 `train` decides how the network is fed (streaming tf.data or the feature cache of
 `pneumo.training.cache`), runs each stage with the resumable callbacks of
-`pneumo.training.callbacks`, scores every split once and hands over to `pneumo.finalize`.
+`pneumo.training.callbacks`, scores every split once (`pneumo.inference`), writes the bundle
+(`pneumo.finalize`) and, last, exports it with parity (`pneumo.export.export_bundle`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import pandas as pd
 import tensorflow as tf
 
@@ -24,8 +24,10 @@ from ..bundle import relative_to_bundle, resolve_in_bundle
 from ..config import Config, StageConfig, save_config
 from ..datasets import class_weights, discover, limit_per_class, split_by_patient
 from ..errors import ConfigError, DataError
+from ..export import export_bundle
 from ..fileio import atomic_write_json
-from ..layers import FEATURES_LAYER, LOGIT_LAYER
+from ..finalize import write_bundle
+from ..inference import features_and_logits, heads
 from ..model import build_model, choose_precision, set_trainable
 from ..pipeline import eval_dataset, frame_images, train_dataset
 from .attribution import penalised_top
@@ -116,23 +118,6 @@ def run_stages(cfg: Config, full: keras.Model, trained: keras.Model, train_data,
     return summaries
 
 
-def heads(model: keras.Model, inputs=None) -> keras.Model:
-    """A view of `model` (from `inputs`, default its input) returning (pooled features, logit)."""
-    return keras.Model(inputs if inputs is not None else model.input,
-                       [model.get_layer(FEATURES_LAYER).output, model.get_layer(LOGIT_LAYER).output])
-
-
-def features_and_logits(model: keras.Model, data: np.ndarray, batch: int = 64):
-    """Run a (features, logit) model over an array in batches; returns (float32 feats, logits)."""
-    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    feats, logits = [], []
-    for first in range(0, len(data), batch):
-        f, l = forward(tf.constant(np.asarray(data[first:first + batch], dtype=np.float32)))
-        feats.append(f.numpy().astype(np.float32))
-        logits.append(l.numpy().reshape(-1).astype(np.float32))
-    return np.concatenate(feats), np.concatenate(logits)
-
-
 def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False) -> Path:
     """Train `cfg` on the data at `data` and write a complete bundle to `out`. Returns `out`."""
     out = Path(out)
@@ -207,10 +192,10 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False) 
               "cache_views": views}
     log.info(f"training finished in {train_seconds / 60:.1f} min; writing the bundle")
 
-    from ..finalize import write_bundle
-
     t_bundle = time.perf_counter()
     write_bundle(cfg, full, parts, outputs, timing, out, images)
+    # The last step: the SavedModel and the LiteRT model, with parity on the validation split.
+    export_bundle(out, cfg.train.litert)
     _record_total(out, timing, readout_seconds, time.perf_counter() - t_bundle)
     shutil.rmtree(work, ignore_errors=True)
     return out
