@@ -1,4 +1,4 @@
-"""Serving-side CLI commands: evaluate, compare, predict, export, bench, bench-train."""
+"""Serving-side CLI commands: evaluate, compare, predict, export, bench, bench-train, audit."""
 
 from __future__ import annotations
 
@@ -137,6 +137,21 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import audit, summary_lines, write_audit
+    from .bundle import json_ready
+
+    result = audit(_load(args), args.data, limit=args.limit, seed=args.seed,
+                   markers_per_film=args.markers_per_film, edges=args.edges,
+                   bootstrap=args.bootstrap)
+    if args.out:
+        write_audit(args.out, result)
+    for line in summary_lines(result.summary):
+        print(line)
+    print(json.dumps(json_ready(result.summary)))
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the serving-side subcommands on the `pneumo` parser."""
     def model_args(p):
@@ -206,3 +221,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=cmd_bench_train)
+
+    p = sub.add_parser("audit", help="explanation audit: heatmap in the lungs, marker flips, "
+                       "occlusion (JSON)")
+    model_args(p)
+    p.add_argument("--data", required=True, help="labelled films, any layout `evaluate` takes")
+    p.add_argument("--out", help="write audit.csv, audit_markers.csv and audit.json here")
+    p.add_argument("--limit", type=int, help="a stratified, seeded subset of this many films")
+    p.add_argument("--seed", type=int, default=0, help="subset and marker draws")
+    p.add_argument("--markers-per-film", type=int, default=4)
+    p.add_argument("--edges", action="store_true", help="markers at the edges too, not only "
+                   "the corners")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.set_defaults(func=cmd_audit)

@@ -5,6 +5,10 @@ fixed template: two ellipses where the lungs lie on a centred frontal film. It i
 not a measurement: on a frontal paediatric film the corners, the top strip and the borders hold
 burned-in markers ("A-P", "R"), text and collimation edges, and the model lighting those up
 means the score may have been driven by something that is not lung.
+
+The note beside a heatmap (`hottest_outside_lungs`) and the explanation audit
+(`pneumo.audit`) read the map through the same functions (`hot_share_inside`,
+`mass_share_inside`), at the same grid, so the two always agree on a film.
 """
 
 from __future__ import annotations
@@ -32,20 +36,60 @@ def lung_mask(height: int, width: int) -> np.ndarray:
     return mask
 
 
-def hottest_outside_lungs(heatmap: np.ndarray | None) -> bool:
-    """True when most of the hottest part of `heatmap` ((H, W) in [0, 1]) is off the lungs.
+def heat_grid(heatmap: np.ndarray | None) -> np.ndarray | None:
+    """`heatmap` ((H, W), any size) averaged down to GRID x GRID float32; None for no map, an
+    empty one or a flat one (max == min: no evidence anywhere, so no "where")."""
+    if heatmap is None:
+        return None
+    heat = np.nan_to_num(np.asarray(heatmap, dtype=np.float32))
+    if heat.ndim != 2 or heat.size == 0 or float(heat.max() - heat.min()) < 1e-6:
+        return None
+    # INTER_AREA averages: the grid keeps the map's mass where it was, whatever the film's size.
+    return cv2.resize(heat, (GRID, GRID), interpolation=cv2.INTER_AREA)
+
+
+def grid_mask(mask: np.ndarray | None) -> np.ndarray:
+    """A lung-field mask at GRID x GRID: the template by default; a mask of another size is
+    averaged down and a cell counts as inside when at least half of it is."""
+    if mask is None:
+        return lung_mask(GRID, GRID)
+    mask = np.asarray(mask)
+    if mask.shape == (GRID, GRID) and mask.dtype == bool:
+        return mask
+    return cv2.resize(mask.astype(np.float32), (GRID, GRID), interpolation=cv2.INTER_AREA) >= 0.5
+
+
+def hot_share_inside(heatmap: np.ndarray | None, mask: np.ndarray | None = None) -> float:
+    """The share of the hottest 5% of `heatmap` that lies inside `mask` (default: the lung
+    template), judged on the GRID; NaN for no map or a flat one."""
+    small = heat_grid(heatmap)
+    if small is None:
+        return float("nan")
+    hot = small >= np.quantile(small, HOT_QUANTILE)
+    return float((hot & grid_mask(mask)).sum() / hot.sum())
+
+
+def mass_share_inside(heatmap: np.ndarray | None, mask: np.ndarray | None = None) -> float:
+    """sum(heat x mask) / sum(heat) on the GRID (default mask: the lung template); NaN for no
+    map or a flat one (an all-zero map has no mass to share out)."""
+    small = heat_grid(heatmap)
+    if small is None:
+        return float("nan")
+    small = np.clip(small, 0.0, None)  # a heatmap is >= 0; guard a stray negative
+    total = float(small.sum())
+    if not total > 0:
+        return float("nan")
+    return float(small[grid_mask(mask)].sum() / total)
+
+
+def hottest_outside_lungs(heatmap: np.ndarray | None, mask: np.ndarray | None = None) -> bool:
+    """True when most of the hottest part of `heatmap` ((H, W) in [0, 1]) is off the lungs
+    (`mask`, default the template).
 
     A flat or empty map (no evidence anywhere) is not flagged.
     """
-    if heatmap is None:
-        return False
-    heat = np.nan_to_num(np.asarray(heatmap, dtype=np.float32))
-    if heat.ndim != 2 or heat.size == 0 or float(heat.max() - heat.min()) < 1e-6:
-        return False
-    small = cv2.resize(heat, (GRID, GRID), interpolation=cv2.INTER_AREA)
-    hot = small >= np.quantile(small, HOT_QUANTILE)
-    inside = (hot & lung_mask(GRID, GRID)).sum()
-    return bool(inside < 0.5 * hot.sum())
+    share = hot_share_inside(heatmap, mask)
+    return bool(share < 0.5)  # NaN (flat map) compares False: not flagged
 
 
 def colour_scale(width: int = 256, height: int = 14, colormap: int = cv2.COLORMAP_JET
