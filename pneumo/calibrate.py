@@ -20,8 +20,8 @@ import numpy as np
 
 from .errors import DataError
 from .litert import HEAD_FILE, TFLITE_FILE
-from .metrics import summary_metrics
-from .operating_point import POLICIES, SiteFit, check_site_labels, cross_validate, fit_site
+from .metrics import THRESHOLD_METHODS, summary_metrics
+from .operating_point import SiteFit, check_site_labels, cross_validate, fit_site
 
 
 # --------------------------------------------------------------------------- the new bundle
@@ -80,8 +80,8 @@ def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Pat
     from .predict import load_gate
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    if policy not in POLICIES:
-        raise DataError(f"--policy must be one of {POLICIES}, got {policy!r}")
+    if policy not in THRESHOLD_METHODS:
+        raise DataError(f"--policy must be one of {THRESHOLD_METHODS}, got {policy!r}")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise DataError(f"{out_dir} is not empty; choose a new folder for the calibrated bundle")
     if out_dir.resolve() == model_dir.resolve():

@@ -17,8 +17,9 @@ import yaml
 
 from .errors import ConfigError
 from .layers import CAM_LAYER
+from .litert import QUANTIZATIONS
 
-LITERT_CHOICES = ("none", "dynamic", "int8", "float16", "off")  # see pneumo.litert
+LITERT_CHOICES = (*QUANTIZATIONS, "off")  # the LiteRT quantisations, or no LiteRT model
 
 
 @dataclass

@@ -15,8 +15,8 @@ from keras import layers
 
 from .config import ModelConfig
 from .errors import ConfigError, WeightsError
-from .layers import (CAM_LAYER, DROPOUT_LAYER, FEATURES_LAYER, GATE_STAGE_PREFIX, INPUT_NAME,
-                     LOGIT_LAYER, OUTPUT_LAYER, PREPROCESS_LAYER)
+from .layers import (CAM_LAYER, DROPOUT_LAYER, FEATURES_LAYER, GATE_STAGE_PREFIX, HEAD_LAYERS,
+                     INPUT_NAME, LOGIT_LAYER, OUTPUT_LAYER, PREPROCESS_LAYER)
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 BACKBONES = ("resnet50", "tiny")
@@ -143,7 +143,7 @@ def set_trainable(model: keras.Model, unfreeze_from: str) -> int:
     "" trains the head only, "*" everything. BatchNormalization layers always stay frozen
     (their statistics come from ImageNet and small batches would wreck them).
     """
-    head = {LOGIT_LAYER, OUTPUT_LAYER, DROPOUT_LAYER, FEATURES_LAYER}
+    head = set(HEAD_LAYERS)
     trainable = unfreeze_from == "*"
     found = unfreeze_from in ("", "*")
     count = 0

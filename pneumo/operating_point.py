@@ -29,7 +29,6 @@ from .errors import DataError
 from .metrics import (THRESHOLD_METHODS, apply_temperature, choose_threshold, fit_temperature,
                       logit, summary_metrics)
 
-POLICIES = THRESHOLD_METHODS  # how a threshold is chosen: sensitivity, youden, cost
 ADAPT = ("head", "none")
 MIN_PER_CLASS = 30
 HEAD_C = 0.01  # L2 strength of the site head; chosen by grouped CV on calibration/ (experiments)
@@ -130,8 +129,8 @@ def fit_site(features: np.ndarray, logits: np.ndarray, labels: np.ndarray, group
     """Fit head (optional), temperature and threshold on one site's films."""
     if adapt not in ADAPT:
         raise DataError(f"adapt must be one of {ADAPT}, got {adapt!r}")
-    if policy not in POLICIES:
-        raise DataError(f"policy must be one of {POLICIES}, got {policy!r}")
+    if policy not in THRESHOLD_METHODS:
+        raise DataError(f"policy must be one of {THRESHOLD_METHODS}, got {policy!r}")
     features = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels).astype(int)
     if adapt == "head":

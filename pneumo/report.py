@@ -37,11 +37,12 @@ NOT_VALID = "NOT VALID - outside the model's population: no result is given for 
 def bundle_hash(directory) -> str:
     """First 12 hex digits of the sha256 of the bundle's manifest.json (which holds the sha256
     of every other file), or "" when it cannot be read."""
-    import hashlib
     from pathlib import Path
 
+    from .bundle import MANIFEST, sha256_file
+
     try:
-        return hashlib.sha256((Path(directory) / "manifest.json").read_bytes()).hexdigest()[:12]
+        return sha256_file(Path(directory) / MANIFEST)[:12]
     except OSError:
         return ""
 
