@@ -21,7 +21,7 @@ LUNG_TEMPLATE = ((0.31, 0.50, 0.21, 0.33), (0.69, 0.50, 0.21, 0.33))
 GRID = 64  # the heatmap is judged at this resolution (it came from a 7x7 map anyway)
 HOT_QUANTILE = 0.95  # the hottest 5% of the map is "the hottest region"
 
-OUTSIDE_NOTE = ("The hottest region of the heatmap lies outside the usual lung fields (an edge, "
+OUTSIDE_NOTE = ("The hottest region of the heatmap lies outside this film's lung fields (an edge, "
                 "a corner, a burned-in marker or text?): check that the score was not driven "
                 "by it.")
 

