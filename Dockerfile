@@ -19,6 +19,8 @@ WORKDIR /app
 COPY requirements-serve.txt .
 RUN pip install -r requirements-serve.txt
 
+# The whole repository, samples/ included: "Try a sample" offers those films when
+# PNEUMO_SAMPLES_DIR is unset, so the image has a demo out of the box.
 COPY . .
 
 # Run unprivileged; uploads are processed in memory, so the app needs no writable folder.

@@ -30,7 +30,7 @@ def _row(item, result) -> dict:
         return {"file": item.name, "result": verdict.NOT_ASSESSED_SHORT, "probability": "",
                 "score": None, "flags": "; ".join(verdict.population_reasons(result)),
                 "error": "", "hidden_score": result.probability}
-    flags = "needs review" if verdict.review_reasons(result) else ""
+    flags = verdict.review_flag(result)  # the same words as Predict's for this film
     return {"file": item.name, "result": verdict.display_label(result),
             "probability": verdict.format_probability(result.probability),
             "score": result.probability, "flags": flags, "error": "",
@@ -48,8 +48,9 @@ def run_batch(items: list, predictor) -> pd.DataFrame:
         chunk = items[start:start + CHUNK]
         todo = [it for it in chunk if it.data is not None]
         try:
+            # With the shifted views, as Predict: the same "unstable" flag for the same film.
             out = iter(predictor.predict_batch([it.data for it in todo], cam="none",
-                                               names=[it.name for it in todo]))
+                                               names=[it.name for it in todo], tta=True))
         except PneumoError as exc:
             out = iter([exc] * len(todo))
         rows += [_row(it, None if it.data is None else next(out)) for it in chunk]

@@ -20,15 +20,16 @@ def main() -> None:
     curve["low"], curve["high"] = wilson_interval(positives, curve["count"])
     ece = expected_calibration_error(y, p, n_bins)
     brier = float(np.mean((p - y) ** 2))
-    temperature = bundle.manifest.get("temperature")
+    point = bundle.point  # the served model's temperature, as Predict applies it
     cols = widgets.metric_columns(3, "calibration")
     cols[0].metric("ECE", formatting.fmt(ece), help="Expected calibration error: the average gap "
                    "between predicted and observed pneumonia rate, weighted by bin size. "
                    "0 is perfect.")
     cols[1].metric("Brier score", formatting.fmt(brier), help="Mean squared error of the "
                    "probabilities; 0 is perfect, 0.25 is a coin flip.")
-    cols[2].metric("Temperature", formatting.fmt(temperature, 2), help="Logits are divided by this "
-                   "before the sigmoid (fitted on the validation split; 1 = unchanged).")
+    cols[2].metric("Temperature", formatting.fmt(point.temperature, 2),
+                   help=f"The served {point.model}'s logits are divided by this before the "
+                        f"sigmoid ({point.source}; 1 = unchanged).")
     st.plotly_chart(charts.reliability_figure(curve, y, p, f"{view.name}, n = {view.n}"),
                     width="stretch", key="reliability")
     with st.expander(f"Bins ({len(curve)} non-empty, {view.n} films)"):

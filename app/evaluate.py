@@ -82,17 +82,20 @@ def _headline(ev, bundle, metrics: dict) -> None:
     cols[1].metric("Specificity", fmt(metrics["specificity"]),
                    help="95% CI " + formatting.fmt_range(metrics["specificity_ci"]))
     (tn, fp), (fn, tp) = metrics["confusion_matrix"]
-    st.caption(f"At the bundle's threshold {ev.threshold:.4g}: AUC {fmt(metrics['auc'])}"
+    st.caption(f"At the served model's threshold {ev.threshold:.4g} (the one Predict applies): "
+               f"AUC {fmt(metrics['auc'])}"
                f"{ci(metrics['auc_ci'])}; sensitivity {fmt(metrics['sensitivity'])}"
                f"{ci(metrics['sensitivity_ci'])}; specificity {fmt(metrics['specificity'])}"
                f"{ci(metrics['specificity_ci'])}. TN {tn}, FP {fp}, FN {fn}, TP {tp}.")
-    test = bundle.metrics().get("test") or {}
-    if test:
+    own = bundle.figures()  # the served model's own figures, as on Home and the model card
+    if own is not None:
+        keys = ("auc", "sensitivity", "specificity")
         rows = [{"films": f"yours: {ev.name}", "n": metrics["n"],
-                 **{k: fmt(metrics.get(k)) for k in ("auc", "sensitivity", "specificity")}},
-                {"films": "bundle's held-out test split", "n": test.get("n"),
-                 **{k: fmt(test.get(k)) for k in ("auc", "sensitivity", "specificity")}}]
+                 **{k: fmt(metrics.get(k)) for k in keys}},
+                {"films": f"the model's own: {own.films}", "n": own.values.get("n"),
+                 **{k: fmt(own.values.get(k)) for k in keys}}]
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="content")
+        st.caption(f"The model's own figures: {own.how}.")
 
 
 def _problems(ev) -> None:
@@ -319,8 +322,9 @@ def main() -> None:
                "Kaggle `train/val/test` layout: its `test/` split; RSNA's "
                "`stage_2_train_labels.csv` + `stage_2_train_images/`), or a CSV manifest "
                "`path,label[,patient_id]` with the images (loose or zipped). Files stay in "
-               "memory; nothing is stored. Scored at the bundle's own threshold, the same way "
-               "as `python -m pneumo evaluate`.")
+               "memory; nothing is stored. Scored at the served model's threshold "
+               f"{bundle.threshold:.4g} (the one Predict applies), the same way as "
+               "`python -m pneumo evaluate`.")
     files = st.file_uploader("Labelled films (ZIP, CSV and images)", accept_multiple_files=True,
                              key="eval_upload")
     runs = st.session_state.setdefault(RUNS, {})

@@ -5,21 +5,9 @@ Plain functions of values, no Streamlit: every page writes a figure the same way
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-__all__ = ["fmt", "fmt_range", "fmt_ci", "site_caption"]
-
-
-def site_caption(manifest: dict[str, Any]) -> str:
-    """Where a calibrated bundle's headline figures come from, with n."""
-    source = manifest.get("calibrated_from") or {}
-    counts = source.get("n_per_class") or {}
-    n = sum(v for v in counts.values() if isinstance(v, int))
-    return (f"New patients: {n or '?'} films ({counts.get('NORMAL', '?')} normal, "
-            f"{counts.get('PNEUMONIA', '?')} pneumonia; {source.get('n_patients', '?')} patients) "
-            f"of `{Path(str(source.get('data', '?'))).name}`, cross-validated by patient "
-            "(the last layer, temperature and threshold were fitted on the other folds)")
+__all__ = ["fmt", "fmt_range", "fmt_ci"]
 
 
 def fmt(value: Any, digits: int = 3) -> str:

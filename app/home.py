@@ -2,12 +2,13 @@
 
 import streamlit as st
 
-from app import formatting, state, widgets
+from app import formatting, samples, state, widgets
 
 
 def headline() -> None:
-    """The current model's figures, first on the page, two by two (fits a phone): on new
-    patients' films (cross-validated) when the bundle was calibrated, then the internal split."""
+    """The served model's figures (`Bundle.figures`: the ones the sidebar and the model card
+    show), first on the page, two by two (fits a phone), with what they are and its threshold;
+    then the internal split when those figures are the served model's too."""
     path = state.selected_path()
     if path is None:
         st.warning(f"No model bundle found under `{state.models_root()}`: train one "
@@ -16,27 +17,32 @@ def headline() -> None:
         return
     try:
         bundle = state.load_bundle(path)
+        figures = bundle.figures()
     except state.BundleError as exc:
         st.error(f"The model bundle could not be loaded: {exc}")
         return
-    site = bundle.manifest.get("headline_site")
-    if isinstance(site, dict) and site:
-        _four(site, "home-site")
-        st.caption(formatting.site_caption(bundle.manifest))
+    point = bundle.point
+    if figures is None:
+        st.caption(f"Model **{bundle.name}** records no measured figures. Threshold "
+                   f"{point.threshold:.4g}, the one Predict applies; check it on your own films "
+                   "on the **Evaluate on your films** page.")
+        return
+    _four(figures.values, "home-site" if figures.new_patients else "home")
+    st.caption(f"{figures.caption}. Threshold {point.threshold:.4g}, the one Predict applies."
+               + "".join(f" ({note})" for note in figures.notes))
+    if not figures.new_patients:
+        st.caption(f"Model **{bundle.name}**: check it on your own films on the **Evaluate on "
+                   "your films** page and calibrate it.")
+        return
     head = bundle.manifest.get("headline") or {}
-    n = ((bundle.manifest.get("training_data") or {}).get("counts") or {}).get("test") or {}
-    films = (f"{n['images']} films of {n.get('patients', '?')} patients of the internal test "
-             "split" if n.get("images") else "the bundle's internal test split")
-    if isinstance(site, dict) and site:
+    if head and not point.litert_own:  # else these are the float model's: see the model card
+        n = ((bundle.manifest.get("training_data") or {}).get("counts") or {}).get("test") or {}
+        films = (f"{n['images']} films of {n.get('patients', '?')} patients of the internal "
+                 "test split" if n.get("images") else "the bundle's internal test split")
         st.caption(f"Second yardstick, {films} (a patient split of the training folder: easier "
                    "than new patients): " + " · ".join(
                        f"{k.upper() if k == 'auc' else k} {formatting.fmt(head.get(k))}"
                        for k in KEYS))
-    else:
-        _four(head, "home")
-        st.caption(f"Model **{bundle.name}**, measured on {films} (same folder as training: "
-                   "expect lower figures, above all specificity, on new patients). Check it "
-                   "on your own films on the **Evaluate on your films** page and calibrate it.")
 
 
 KEYS = ("auc", "sensitivity", "specificity", "accuracy")
@@ -50,6 +56,10 @@ def _four(figures: dict, key: str) -> None:
                        formatting.fmt(figures.get(name)))
 
 
+def _want_sample() -> None:
+    st.session_state[samples.WANT_SAMPLE] = True
+
+
 def main() -> None:
     st.title("pneumo — pneumonia screening aid for chest X-rays")
     st.markdown(
@@ -60,8 +70,11 @@ def main() -> None:
     with cols[0].container(border=True):
         st.subheader(":material/stethoscope: Radiologist / clinician")
         st.markdown("Upload one film (PNG, JPEG or DICOM) and get the probability, flags and a "
-                    "heatmap; download a report without identifiers. No X-ray at hand? The "
-                    "Predict page has **Try a sample**.")
+                    "heatmap; download a report without identifiers. No X-ray at hand? Try "
+                    "one of the sample films.")
+        if st.button("Try a sample", key="home_try_sample", icon=":material/science:",
+                     on_click=_want_sample, type="primary"):
+            st.switch_page("app/predict.py")
         st.page_link("app/predict.py", label="Predict one image", icon=":material/radiology:")
         st.page_link("app/batch.py", label="Score a folder or ZIP", icon=":material/folder_zip:")
     with cols[1].container(border=True):

@@ -1,10 +1,12 @@
-"""Model card: the bundle's MODEL_CARD.md, or the library's card built from its manifest and
-metrics (`pneumo.modelcard`: one text, written by the library, shown here)."""
+"""Model card: the library's card built from the bundle's manifest and metrics
+(`pneumo.modelcard`: one text, written by the library, shown here - in today's words, so that
+it names the served model's operating point as every page does), or a MODEL_CARD.md the
+bundle's authors wrote by hand."""
 
 import streamlit as st
 
 from app import state
-from pneumo.modelcard import gate_catch_table, model_card
+from pneumo.modelcard import gate_catch_table, model_card, written_by_library
 
 
 def split_title(card: str, default: str) -> tuple[str, str]:
@@ -18,15 +20,14 @@ def split_title(card: str, default: str) -> tuple[str, str]:
 def main() -> None:
     bundle = state.require_bundle()
     metrics = bundle.metrics()
-    card = bundle.text("MODEL_CARD.md")
-    built = card is None
-    if built:
-        card = model_card(bundle.manifest, metrics)
+    stored = bundle.text("MODEL_CARD.md")
+    built = stored is None or written_by_library(stored)
+    card = model_card(bundle.manifest, metrics) if built else stored
     title, body = split_title(card, f"Model card: {bundle.name}")
     st.title(title)
     if built:
-        st.caption("Built from the bundle's manifest.json and metrics.json "
-                   "(the bundle has no MODEL_CARD.md).")
+        st.caption("Built from the bundle's manifest.json and metrics.json"
+                   + (" (the bundle has no MODEL_CARD.md)." if stored is None else "."))
     st.markdown(body)
     catch = gate_catch_table(metrics)
     if catch and catch not in card:  # measured after the card was written

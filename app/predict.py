@@ -66,8 +66,9 @@ def _verdict(result) -> None:
     st.caption("PNEUMONIA means the score is at or above the decision threshold: the film "
                "needs a radiologist's attention. It is not a diagnosis.")
     reasons = verdict.review_reasons(result)
-    if reasons:
-        st.warning("**Needs a second look.**\n\n" + "\n".join(f"- {r}" for r in reasons))
+    if reasons:  # the same flag as Batch's table and CSV give this film
+        st.warning(f"**{verdict.review_flag(result)}.**\n\n"
+                   + "\n".join(f"- {r}" for r in reasons))
     else:
         st.success("No flags: looks like the training films, not close to the threshold, "
                    "and stable under small shifts.")
@@ -203,6 +204,8 @@ def main() -> None:
     st.title("Predict one chest X-ray")
     st.caption("Screening aid for paediatric (1–5 y) frontal films; not a diagnosis. "
                "Files are analysed in memory and never stored.")
+    if st.session_state.pop(samples.WANT_SAMPLE, False):  # Home's "Try a sample"
+        st.session_state["predict_source"] = "Try a sample"
     source = st.radio("Image source", ["Upload an X-ray", "Try a sample"], horizontal=True,
                       key="predict_source")
     if source == "Upload an X-ray":

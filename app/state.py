@@ -76,13 +76,17 @@ def _table(path: str, name: str, stamp: tuple) -> pd.DataFrame | None:
         raise BundleError(f"{file} is unreadable ({exc})") from None
 
 
+def requested_runtime() -> str:
+    """LiteRT when the bundle has model.tflite (no TensorFlow); PNEUMO_RUNTIME=keras forces
+    the Keras model (e.g. to compare the two in bench_app.py)."""
+    return os.environ.get("PNEUMO_RUNTIME", "auto")
+
+
 @st.cache_resource(show_spinner="Loading the model (once per server)…", max_entries=2)
 def _predictor(path: str, stamp: tuple):
-    # LiteRT when the bundle has model.tflite (no TensorFlow); PNEUMO_RUNTIME=keras forces
-    # the Keras model (e.g. to compare the two in bench_app.py).
     from pneumo.predict import Predictor
 
-    return Predictor.load(path, runtime=os.environ.get("PNEUMO_RUNTIME", "auto"))
+    return Predictor.load(path, runtime=requested_runtime())
 
 
 @dataclass(frozen=True)
@@ -98,8 +102,20 @@ class Bundle:
         return str(self.manifest.get("name") or self.path.name)
 
     @property
+    def point(self):
+        """The served model's operating point (`pneumo.predict.operating_point`): the one
+        Predict, Batch and Evaluate apply, and every page shows."""
+        return served_point(self.manifest)
+
+    @property
     def threshold(self) -> float:
-        return float(self.manifest.get("threshold", 0.5))
+        return self.point.threshold
+
+    def figures(self):
+        """The served model's figures (`pneumo.modelcard.served_figures`), or None."""
+        from pneumo.modelcard import served_figures
+
+        return served_figures(self.manifest, self.metrics(), self.point)
 
     def table(self, name: str) -> pd.DataFrame | None:
         """A CSV of the bundle as a DataFrame, or None when the bundle has no such file."""
@@ -132,6 +148,13 @@ class Bundle:
         return y.astype(int), p.astype(float)
 
 
+def served_point(manifest: dict[str, Any]):
+    """The operating point of the model this server serves for `manifest`."""
+    from pneumo.predict import operating_point, served_runtime
+
+    return operating_point(manifest, served_runtime(manifest, requested_runtime()))
+
+
 def selected_path() -> Path | None:
     value = st.session_state.get(BUNDLE_KEY)
     return Path(value) if value else None
@@ -146,6 +169,9 @@ def load_bundle(path: Path) -> Bundle:
             or not 0.0 <= threshold <= 1.0:
         raise BundleError(f"{path}: manifest.json has an invalid threshold ({threshold!r}); "
                           "retrain or re-download the model")
+    from pneumo.predict import check_numbers
+
+    check_numbers(path, manifest)  # the served (LiteRT) threshold and temperature too
     return Bundle(path, manifest, stamp)
 
 
@@ -248,14 +274,20 @@ def internal_view(bundle: Bundle) -> DataView:
     caption = (f"{len(y)} held-out test films of the bundle's own patient split "
                f"({int(y.sum())} pneumonia, {int(len(y) - y.sum())} normal) of model "
                f"**{bundle.name}**")
+    # The served LiteRT model may have its own operating point; these scores are the float
+    # model's (the one the LiteRT file was exported from): say so.
+    float_form = (" in its float Keras form (the served LiteRT model's own scores on these "
+                  "films are not recorded)" if bundle.point.litert_own else "")
     if bundle.manifest.get("calibrated_from"):
         rescored = bundle.metrics().get("internal_splits") == "rescored with the calibrated model"
         # `pneumo calibrate` rescores the parent's split when its films are at hand; else the
         # bundle carries the parent's scores: say which.
-        caption += (" — scored by this site-calibrated model (its head and threshold were "
-                    "fitted on other films)" if rescored else
+        caption += (f" — scored by this site-calibrated model{float_form} (its head and "
+                    "threshold were fitted on other films)" if rescored else
                     " — :orange[scored by the parent model before site calibration; evaluate "
                     "films on the Evaluate page for this bundle's own figures]")
+    elif float_form:
+        caption += f" — scored by this model{float_form}"
     return DataView(y, p, f"held-out test split of {bundle.name}", caption)
 
 

@@ -14,7 +14,7 @@ import streamlit as st
 from pneumo.bundle import read_manifest
 from pneumo.errors import BundleError, DataError
 
-from app.formatting import fmt, site_caption
+from app.formatting import fmt
 from app.state import (BUNDLE_KEY, DATASET_KEY, INTERNAL, Bundle, DataView, evaluations,
                        find_bundles, internal_view, models_root, require_bundle)
 
@@ -26,26 +26,28 @@ def threshold_control(bundle: Bundle, page: str, label: str = "Decision threshol
     """A threshold slider whose value is shared by the pages that show one, with a reset.
 
     Each page has its own widget (`page` names it); the value lives in a plain session key,
-    copied into the widget when another page changed it. It is exploratory: Predict and Batch
-    always use the bundle's own threshold.
+    copied into the widget when another page changed it. Its default and its reset are the
+    served model's threshold (`Bundle.point`), the one Predict, Batch and the reports apply;
+    moving it is exploratory and changes none of them.
     """
+    point = bundle.point
     store = f"threshold::{bundle.path}"
     widget = f"threshold::{page}::{bundle.path}"
-    st.session_state.setdefault(store, bundle.threshold)
+    st.session_state.setdefault(store, point.threshold)
     if st.session_state.get(widget) != st.session_state[store]:
         st.session_state[widget] = st.session_state[store]
     st.slider(label, 0.0, 1.0, step=0.001, format="%.3f", key=widget,
               on_change=_copy_state, args=(widget, store),
-              help=f"Probability ≥ threshold is called pneumonia. The bundle's threshold is "
-                   f"{bundle.threshold:.4g}, chosen on the validation split.")
-    moved = abs(st.session_state[store] - bundle.threshold) > 1e-9
+              help=f"Probability ≥ threshold is called pneumonia. The served {point.model}'s "
+                   f"threshold is {point.threshold:.4g}: {point.source}.")
+    moved = abs(st.session_state[store] - point.threshold) > 1e-9
     left, right = st.columns([1, 3], vertical_alignment="center")
-    left.button(f"Reset to {bundle.threshold:.4g}", key=f"reset::{page}", disabled=not moved,
-                on_click=_set_state, args=(store, bundle.threshold),
-                help="Back to the bundle's own threshold (chosen on its validation split).")
-    right.caption("Exploratory — not used by Predict or Batch, which always apply the "
-                  f"bundle's threshold {bundle.threshold:.4g}."
-                  + (" :orange[Moved from the bundle's value.]" if moved else ""))
+    left.button(f"Reset to {point.threshold:.4g}", key=f"reset::{page}", disabled=not moved,
+                on_click=_set_state, args=(store, point.threshold),
+                help=f"Back to the served {point.model}'s threshold, the one Predict applies.")
+    right.caption("Exploratory — Predict, Batch and the reports always apply the served "
+                  f"model's threshold {point.threshold:.4g}."
+                  + (" :orange[Moved from it.]" if moved else ""))
     return float(st.session_state[store])
 
 
@@ -78,12 +80,18 @@ def sidebar() -> None:
             st.error(str(exc))
             return
         try:
-            _bundle_facts(manifest)
-        except (TypeError, ValueError, AttributeError):
+            _bundle_facts(Path(st.session_state[BUNDLE_KEY]), manifest)
+        except (TypeError, ValueError, AttributeError, KeyError):
             st.caption("This bundle's manifest has unexpected values; see the pages for details.")
 
 
-def _bundle_facts(manifest: dict[str, Any]) -> None:
+QUANTISATION = {"dynamic": "int8 weights", "int8": "full int8", "float16": "float16 weights",
+                "none": "float32"}  # how each LiteRT export is named in the sidebar
+
+
+def _bundle_facts(path: Path, manifest: dict[str, Any]) -> None:
+    from pneumo.modelcard import FIGURES
+
     st.markdown(f"**{manifest.get('name', '?')}** · {manifest.get('backbone', '?')} · "
                 f"{manifest.get('image_size', '?')} px  \ncreated {manifest.get('created', '?')}")
     counts = (manifest.get("training_data") or {}).get("counts") or {}
@@ -91,22 +99,22 @@ def _bundle_facts(manifest: dict[str, Any]) -> None:
         st.caption("Data (images / patients / with pneumonia): " + "; ".join(
             f"{split} {c.get('images', '?')} / {c.get('patients', '?')} / "
             f"{c.get('pneumonia', '?')}" for split, c in counts.items()))
-    site = manifest.get("headline_site")
-    if isinstance(site, dict) and site:
-        st.caption(site_caption(manifest) + ": " + " · ".join(
-            f"{k.upper() if k == 'auc' else k} {fmt(v)}" for k, v in site.items()))
-    head = manifest.get("headline") or {}
-    n_test = (counts.get("test") or {}).get("images")
-    if head:
-        st.caption(f"Internal test split (same folder as training{f', {n_test} films' if n_test else ''}): "
-                   + " · ".join(f"{k.upper() if k == 'auc' else k} {v:.3f}"
-                                for k, v in head.items() if isinstance(v, (int, float))))
-    st.caption(f"Decision threshold {fmt(manifest.get('threshold'), 4)}")
-    served = manifest.get("litert") or {}
-    if served.get("threshold") is not None:
-        st.caption(f"Predictions are served by LiteRT ({served.get('quantize')} quantisation) at "
-                   f"its own threshold {fmt(served.get('threshold'), 4)}, refitted on its own "
-                   "scores; the figures on these pages are the float model's.")
+    bundle = Bundle(path, manifest, ())  # not verified here: the pages verify it
+    point = bundle.point  # the same operating point as Predict applies and every page shows
+    model = point.model
+    if point.runtime == "litert":
+        quantised = (manifest.get("litert") or {}).get("quantize")
+        model += f" ({QUANTISATION.get(quantised, quantised)})" if quantised else ""
+    st.caption(f"Served by the {model} · decision threshold **{fmt(point.threshold, 4)}** · "
+               f"temperature {fmt(point.temperature, 3)} ({point.source})")
+    try:
+        figures = bundle.figures()
+    except BundleError:
+        figures = None
+    if figures is not None:
+        st.caption(f"{figures.caption}: " + " · ".join(
+            f"{k.upper() if k == 'auc' else k} {fmt(figures.values.get(k))}"
+            for k in FIGURES if figures.values.get(k) is not None))
 
 
 def metric_columns(n: int, key: str) -> list:

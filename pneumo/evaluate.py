@@ -6,8 +6,9 @@ bundle's own preprocessing and gate) chunk by chunk, keeping only numbers, so me
 bounded whatever the number of films; `summarise` turns the table into metrics. The same films
 therefore give the same figures on both surfaces.
 
-The threshold is the bundle's own (chosen on its validation split) unless one is given: a
-threshold picked on the evaluation data itself would flatter the figures. Films the
+The threshold is the served model's own (`Predictor.threshold`, from
+`pneumo.predict.operating_point`) unless one is given: a threshold picked on the evaluation
+data itself would flatter the figures. Films the
 out-of-population gate flags are scored and counted (`n_not_assessed`), and kept in the
 metrics so that they stay comparable with the bundle's own test figures.
 """
@@ -169,7 +170,9 @@ def evaluate(predictor, data: str | Path, threshold: float | None = None,
     metrics = dict(result.metrics)
     metrics.update({
         "data": str(data), "layout": result.layout, "model": predictor.name,
-        "threshold_source": "bundle (validation split)" if threshold is None else "--threshold",
+        "threshold_source": (f"served model's operating point "
+                             f"({getattr(predictor, 'runtime', 'bundle')})"
+                             if threshold is None else "--threshold"),
         "n_unreadable": len(result.problems),
         "unreadable": [f"{p.name}: {p.error}" for p in result.problems[:20]],
     })

@@ -2,11 +2,19 @@
 
 Written into every bundle as MODEL_CARD.md from the bundle's own manifest and metrics, so the
 figures on the card are always the measured ones. The one text of the card: the dashboard's
-Model card page shows the bundle's MODEL_CARD.md, or this card built from a bundle without one.
+Model card page shows this card built from the bundle's manifest and metrics (or a card the
+bundle's authors wrote by hand).
+
+The served model is the model (`pneumo.predict.operating_point`): `served_figures` gives its
+figures - the ones the card, the dashboard's Home, sidebar and Evaluate page show first. When
+the served LiteRT model has an operating point of its own, the float Keras model's figures
+appear once, in the card's parity section, named as such.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 INTENDED_USE = (
@@ -46,6 +54,110 @@ def _pct(value: Any) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def _num(value: Any, digits: int = 4) -> str:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if v != v else f"{v:.{digits}f}"
+
+
+# ------------------------------------------------------------------ the served model's figures
+
+FIGURES = ("auc", "sensitivity", "specificity", "accuracy")
+
+
+@dataclass
+class Figures:
+    """The served model's figures, with the words that say what they are."""
+
+    values: dict[str, Any]  # auc, accuracy, sensitivity, specificity (+ *_ci, n, ...)
+    films: str  # the films, with n: "New patients: 328 films (…) of `calibration`"
+    how: str  # how they were measured, e.g. "cross-validated by patient (…)"
+    cross_validated: bool
+    new_patients: bool  # films of patients apart from the training folder
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def caption(self) -> str:
+        return f"{self.films}, {self.how}"
+
+
+def _site_films(source: dict[str, Any], n: Any = None, lead: str = "New patients: ") -> str:
+    counts = source.get("n_per_class") or {}
+    n = n or sum(v for v in counts.values() if isinstance(v, int))
+    return (f"{lead}{n or '?'} films ({counts.get('NORMAL', '?')} normal, "
+            f"{counts.get('PNEUMONIA', '?')} pneumonia; {source.get('n_patients', '?')} patients) "
+            f"of `{Path(str(source.get('data', '?'))).name}`")
+
+
+def served_figures(manifest: dict[str, Any], metrics: dict[str, Any] | None = None,
+                   point=None) -> Figures | None:
+    """The figures of the model that serves, at the threshold it serves at (`point`: its
+    `pneumo.predict.OperatingPoint`; by default the bundle's intended runtime), first choice
+    first:
+
+    1. a served LiteRT model with its own operating point: its cross-validated figures when
+       the bundle records them (`litert.cross_validated`, summary metrics as in `site`), else
+       its figures at its own threshold on the films that threshold was refitted on (the
+       parity check's; not cross-validated, and no AUC where a head was fitted on them);
+    2. otherwise the bundle's figures are the served model's: cross-validated on new patients
+       (`site`, `headline_site`) for a calibrated bundle, else the internal test split.
+    None when the bundle records none of these.
+    """
+    from .predict import operating_point, served_runtime
+
+    metrics = metrics or {}
+    point = point or operating_point(manifest, served_runtime(manifest, installed=True))
+    source = manifest.get("calibrated_from") or {}
+    if point.litert_own:
+        info = {**(manifest.get("litert") or {}), **(metrics.get("litert") or {})}
+        cv = info.get("cross_validated")
+        if isinstance(cv, dict) and cv.get("sensitivity") is not None:
+            films = _site_films(cv if cv.get("n_per_class") else source, cv.get("n"))
+            return Figures(dict(cv), films, "the served LiteRT model cross-validated by patient "
+                           "(head, temperature and threshold fitted on the other folds)",
+                           True, True)
+        where = info.get("threshold_refitted_on")
+        row = (info.get("parity") or {}).get(where) or {}
+        served = row.get("litert") or {}
+        if served.get("sensitivity") is None:
+            return None
+        values = {k: served.get(k) for k in ("sensitivity", "specificity")}
+        values["n"] = row.get("n")
+        site = str(where).startswith("site films")
+        counts = source.get("n_per_class") or {}
+        pos, neg = counts.get("PNEUMONIA"), counts.get("NORMAL")
+        if site and isinstance(pos, int) and isinstance(neg, int) and pos + neg == row.get("n"):
+            values["accuracy"] = (values["sensitivity"] * pos + values["specificity"] * neg) \
+                / (pos + neg)
+        head_fitted_here = site and (info.get("policy") or {}).get("adapt") == "head"
+        notes = []
+        if head_fitted_here:  # the AUC of a head on its own films is in-sample: not shown
+            notes.append("no AUC: the last layer was fitted on these films")
+        else:
+            values["auc"] = served.get("auc")
+        films = _site_films(source, row.get("n")) if site else f"{row.get('n', '?')} films " \
+            f"of the {where}"
+        return Figures(values, films, f"the served LiteRT model at its own threshold "
+                       f"{point.threshold:.4g}, chosen on these films (not cross-validated; the "
+                       "bundle records no cross-validated figures for it)", False, site, notes)
+    site = metrics.get("site") or manifest.get("headline_site")
+    if isinstance(site, dict) and site:
+        return Figures(dict(site), _site_films(source if source else site, site.get("n")),
+                       "cross-validated by patient (the last layer, temperature and threshold "
+                       "were fitted on the other folds)", True, True)
+    test = metrics.get("test") or manifest.get("headline")
+    if isinstance(test, dict) and test:
+        n = test.get("n") or (((manifest.get("training_data") or {}).get("counts") or {})
+                              .get("test") or {}).get("images")
+        return Figures(dict(test), f"{n or '?'} films of the internal test split",
+                       "a patient split of the training folder (easier than new patients: "
+                       "expect lower figures, above all specificity, on your films)", False,
+                       False)
+    return None
+
+
 def _ci(metrics: dict[str, Any], key: str, percent: bool = True) -> str:
     lo, hi = (metrics.get(f"{key}_ci") or [None, None])
     if lo is None or hi is None:
@@ -55,16 +167,18 @@ def _ci(metrics: dict[str, Any], key: str, percent: bool = True) -> str:
 
 
 def _metric_rows(m: dict[str, Any]) -> str:
-    auc = m.get("auc")
-    return "\n".join([
-        f"| AUC-ROC | {'n/a' if auc is None else f'{auc:.4f}'}{_ci(m, 'auc', False)} |",
+    rows = [
+        f"| AUC-ROC | {_num(m.get('auc'))}{_ci(m, 'auc', False)} |",
         f"| accuracy | {_pct(m.get('accuracy'))} |",
         f"| sensitivity | {_pct(m.get('sensitivity'))}{_ci(m, 'sensitivity')} |",
         f"| specificity | {_pct(m.get('specificity'))}{_ci(m, 'specificity')} |",
-        f"| precision (PPV) / NPV | {_pct(m.get('precision'))} / {_pct(m.get('npv'))} |",
-        f"| Brier score / ECE | {m.get('brier', float('nan')):.4f} / "
-        f"{m.get('ece', float('nan')):.4f} |",
-    ])
+    ]
+    if m.get("precision") is not None or m.get("npv") is not None:
+        rows.append(f"| precision (PPV) / NPV | {_pct(m.get('precision'))} / "
+                    f"{_pct(m.get('npv'))} |")
+    if m.get("brier") is not None or m.get("ece") is not None:
+        rows.append(f"| Brier score / ECE | {_num(m.get('brier'))} / {_num(m.get('ece'))} |")
+    return "\n".join(rows)
 
 
 def _site_section(metrics: dict[str, Any]) -> str:
@@ -141,11 +255,7 @@ A refused image gets no verdict ("NOT ASSESSED").
 {false_alarms}"""
 
 
-def _serving_section(metrics: dict[str, Any]) -> str:
-    """How the served LiteRT file compares with the float model (`pneumo.litert` parity)."""
-    info = metrics.get("litert") or {}
-    if not info:
-        return ""
+def _parity_table(info: dict[str, Any]) -> str:
     rows = []
     for name, r in (info.get("parity") or {}).items():
         f, q = r["float"], r["litert"]
@@ -153,22 +263,88 @@ def _serving_section(metrics: dict[str, Any]) -> str:
                     f"{_pct(f['sensitivity'])} / {_pct(q['sensitivity'])} | "
                     f"{_pct(f['specificity'])} / {_pct(q['specificity'])} | "
                     f"{_pct(r.get('decisions_changed', 0))} |")
-    table = ("\n| films | AUC float / LiteRT | sensitivity | specificity | decisions changed |\n"
-             "|---|---|---|---|---|\n" + "\n".join(rows) + "\n") if rows else ""
-    return f"""## Serving (LiteRT)
-The app and `pneumo predict` serve `{info.get('file')}` ({info.get('quantize')} quantisation,
-{info.get('bytes', 0) / 1e6:.0f} MB) without TensorFlow; Grad-CAM is computed in numpy from its
-conv5 maps and the float dense weights. Its own operating point, refitted on its outputs by the
-float model's policy: threshold {info.get('threshold', 0):.4f}, temperature
-{info.get('temperature', 1.0):.3f}. Parity with the float Keras model (sensitivity and
-specificity at each model's own threshold, chosen out-of-fold where the policy refits the head;
-AUC on films a site head was fitted on is in-sample, the cross-validated figures are above):
-{table}
+    return ("\n| films | AUC float / LiteRT | sensitivity | specificity | decisions changed |\n"
+            "|---|---|---|---|---|\n" + "\n".join(rows) + "\n") if rows else ""
+
+
+def _served_results(figures: Figures | None) -> str:
+    """The served LiteRT model's own figures, first on the card."""
+    if figures is None:
+        return ("## Results on new films\nNot recorded for the served LiteRT model: evaluate "
+                "it on labelled films of new patients (`python -m pneumo evaluate`). The float "
+                "model's figures are in the parity section below.\n\n")
+    n = figures.values.get("n")
+    notes = "".join(f" {note[0].upper()}{note[1:]}." for note in figures.notes)
+    return f"""## Results on new films (read these first)
+{figures.films}: {figures.how}.{notes} 95% CIs where recorded, from bootstrap resamples.
+
+| metric (n = {n if n is not None else '?'}) | value |
+|---|---|
+{_metric_rows(figures.values)}
+
 """
 
 
+def _serving_section(manifest: dict[str, Any], metrics: dict[str, Any], point) -> str:
+    """How the served LiteRT file compares with the float model (the export's parity check);
+    when the LiteRT model has its own operating point, the float model's figures too, named
+    as such: the only place on the card where they appear."""
+    info = metrics.get("litert") or manifest.get("litert") or {}
+    if not info:
+        return ""
+    table = _parity_table(info)
+    served = (f"Its own operating point, refitted on its outputs by the float model's policy: "
+              f"threshold {point.threshold:.4f}, temperature {point.temperature:.3f} - the one "
+              "this card, `pneumo predict` and the dashboard apply." if point.litert_own else
+              f"It is served at the bundle's operating point: threshold {point.threshold:.4f}, "
+              f"temperature {point.temperature:.3f}.")
+    text = f"""## Serving (LiteRT) and parity with the float model
+The app and `pneumo predict` serve `{info.get('file')}` ({info.get('quantize')} quantisation,
+{info.get('bytes', 0) / 1e6:.0f} MB) without TensorFlow; Grad-CAM is computed in numpy from its
+conv5 maps and the float dense weights. {served}
+"""
+    if point.litert_own:
+        selection = manifest.get("threshold_selection") or {}
+        text += f"""
+**The float Keras model** (`model.keras`, the model the LiteRT file was exported from; served
+only where LiteRT cannot be) has its own operating point: threshold
+{_num(manifest.get('threshold'))}, temperature {_num(manifest.get('temperature', 1.0), 3)}
+({selection.get('method')} policy, chosen on {selection.get('chosen_on')}). Its figures, which
+are not the served model's:
+"""
+        site, test = metrics.get("site"), metrics.get("test")
+        if site:
+            text += f"""
+Float model on {_site_films(manifest.get('calibrated_from') or site, site.get('n'), '')} (new
+patients), cross-validated by patient ({site.get('folds')} folds):
+
+| metric (n = {site.get('n')}) | float model |
+|---|---|
+{_metric_rows(site)}
+"""
+        if test:
+            text += f"""
+Float model, internal test split (a patient split of the training folder, n = {test.get('n')}):
+
+| metric | float model |
+|---|---|
+{_metric_rows(test)}
+"""
+    text += f"""
+Parity with the float Keras model (sensitivity and specificity at each model's own threshold,
+chosen out-of-fold where the policy refits the head; AUC on films a site head was fitted on is
+in-sample):
+{table}
+"""
+    return text
+
+
 def model_card(manifest: dict[str, Any], metrics: dict[str, Any]) -> str:
-    """Markdown model card from a bundle's manifest and metrics: new films first."""
+    """Markdown model card from a bundle's manifest and metrics: the served model's figures on
+    new films first."""
+    from .predict import operating_point, served_runtime
+
+    point = operating_point(manifest, served_runtime(manifest, installed=True))
     test = metrics.get("test", {})
     counts = manifest.get("training_data", {}).get("counts", {})
     rows = "\n".join(
@@ -176,14 +352,11 @@ def model_card(manifest: dict[str, Any], metrics: dict[str, Any]) -> str:
         for split, c in counts.items())
     timing = metrics.get("timing", {})
     stages = ", ".join(f"{s['name']} {s['seconds'] / 60:.1f} min" for s in timing.get("stages", []))
-    selection = manifest.get("threshold_selection", {})
     total = timing.get("total_seconds")
-    return f"""# Model card: {manifest.get('name')}
-
-## Intended use
-{INTENDED_USE}
-
-{_site_section(metrics)}## Results on the internal test split (second yardstick)
+    if point.litert_own:  # the float model's figures are in the parity section only
+        results = _served_results(served_figures(manifest, metrics, point))
+    else:
+        results = _site_section(metrics) + f"""## Results on the internal test split (second yardstick)
 A patient-level split of the same training folder ({metrics.get('split', 'test')}, n =
 {test.get('n')}): easier than new patients, so read it as an upper bound.
 
@@ -191,7 +364,13 @@ A patient-level split of the same training folder ({metrics.get('split', 'test')
 |---|---|
 {_metric_rows(test)}
 
-Anchor (Kermany et al., Cell 2018, the official test split): accuracy 92.8%, sensitivity 93.2%,
+"""
+    return f"""# Model card: {manifest.get('name')}
+
+## Intended use
+{INTENDED_USE}
+
+{results}Anchor (Kermany et al., Cell 2018, the official test split): accuracy 92.8%, sensitivity 93.2%,
 specificity 90.1%, AUC 0.968.
 
 ## Model
@@ -199,11 +378,10 @@ Keras ResNet-50 (ImageNet initialisation) with a global-average-pooled dropout h
 sigmoid output, fine-tuned in stages ({stages or 'see history.csv'}; the whole training run
 {'n/a' if total is None else f'{total / 60:.1f} min'} on 2 CPU cores, {timing.get('precision')}).
 Input: a grayscale film squashed to {manifest.get('image_size')} px and passed once through JPEG
-quality 75, like the training films. Temperature T = {metrics.get('temperature', 1.0):.3f};
-operating threshold {metrics.get('threshold', 0):.4f} ({selection.get('method')} policy,
-chosen on {selection.get('chosen_on')}).
+quality 75, like the training films. Served by the {point.model} at threshold
+{point.threshold:.4f}, temperature T = {point.temperature:.3f} ({point.source}).
 
-{_serving_section(metrics)}## Training data
+{_serving_section(manifest, metrics, point)}## Training data
 Kermany/Mendeley "Chest X-Ray Images (Pneumonia)" `train/` split (CC BY 4.0), split **by
 patient** into train / validation / test (seed {manifest.get('training_data', {}).get('seed')}):
 
@@ -216,3 +394,10 @@ patient** into train / validation / test (seed {manifest.get('training_data', {}
 
 ## Known failure modes
 """ + "\n".join(f"- {item}" for item in FAILURE_MODES) + "\n"
+
+
+def written_by_library(card: str) -> bool:
+    """Whether a MODEL_CARD.md is one this module wrote (then the dashboard shows the card
+    built afresh from the same manifest and metrics, in today's words) rather than one its
+    authors wrote by hand (shown as it is)."""
+    return card.lstrip().startswith("# Model card: ") and INTENDED_USE in card

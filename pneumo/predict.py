@@ -12,13 +12,18 @@ Grad-CAM++ and Score-CAM always come from tf-keras-vis on the Keras model, loade
 time one is asked for. A few shifted/zoomed views of the same image (test-time augmentation)
 give the spread that feeds `uncertainty` and `needs_review`; only the first view gets a heatmap.
 
-One module (about 400 lines) because loading and answering are one contract: which runtime
+The served model is the model: `served_runtime` says which runtime a bundle is served with and
+`operating_point` at which threshold and temperature - the one rule the Predictor applies and
+every page, report and card shows (no caller reads the manifest's float threshold itself).
+
+One module (about 450 lines) because loading and answering are one contract: which runtime
 serves, at which operating point, with which gate, and how a result is built from one forward
 pass; the runtimes themselves live in `explain` and `litert`, the gate in `population`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import threading
@@ -142,7 +147,9 @@ class Predictor:
         self.backend = backend
         self.runtime = backend.name
         self.fallback_reason = fallback_reason  # why LiteRT was not used, when it was not
-        self.threshold, self.temperature = _operating_point(manifest, self.runtime)
+        self.operating_point = operating_point(manifest, self.runtime, warn=True)
+        self.threshold = self.operating_point.threshold
+        self.temperature = self.operating_point.temperature
         self.image_size = int(manifest["image_size"])
         self.cam_layer = manifest.get("cam_layer", CAM_LAYER)
         self.precision = precision
@@ -167,7 +174,7 @@ class Predictor:
         for key in ("threshold", "image_size"):
             if key not in manifest:
                 raise BundleError(f"{directory}: manifest has no {key!r}; retrain or re-export")
-        _check_numbers(directory, manifest)
+        check_numbers(directory, manifest)
         gate = load_gate(directory / "gate.npz")
         reason = None
         if runtime != "keras":
@@ -275,12 +282,18 @@ class Predictor:
     # ------------------------------------------------------------------ many images
 
     def predict_batch(self, sources: Iterable[ImageSource], cam: str = "none",
-                      batch_size: int = 32, names: list[str] | None = None
-                      ) -> list[PredictionResult | PneumoError]:
-        """Predict many images in batches (no TTA). Unreadable inputs give their error in place."""
+                      batch_size: int = 32, names: list[str] | None = None,
+                      tta: bool = False) -> list[PredictionResult | PneumoError]:
+        """Predict many images in batches. Unreadable inputs give their error in place.
+
+        tta: score the shifted views too, as `predict` does, so that each result has the same
+        spread and "unstable" flag as `predict` gives the same image (the Batch page); off for
+        evaluation, where only the probability counts.
+        """
         sources = list(sources)
         results: list[PredictionResult | PneumoError | None] = [None] * len(sources)
         pending: list[tuple[int, XrayImage, np.ndarray]] = []
+        per_call = max(1, batch_size // len(TTA_VIEWS)) if tta else batch_size
         for i, source in enumerate(sources):
             try:
                 image = read_image(source, names[i] if names else None)
@@ -288,19 +301,24 @@ class Predictor:
                 results[i] = exc
                 continue
             pending.append((i, image, to_model_input(image.pixels, self.image_size)))
-            if len(pending) == batch_size:
-                self._run_batch(pending, results, cam)
+            if len(pending) == per_call:
+                self._run_batch(pending, results, cam, tta)
                 pending = []
         if pending:
-            self._run_batch(pending, results, cam)
+            self._run_batch(pending, results, cam, tta)
         return results  # type: ignore[return-value]
 
-    def _run_batch(self, pending, results, cam: str) -> None:
-        batch = np.stack([x for _, _, x in pending])
-        out = self.backend.forward(batch, cam_rows=len(batch) if cam == "gradcam" else 0)
-        probs = self._calibrate(out["logit"])
+    def _run_batch(self, pending, results, cam: str, tta: bool = False) -> None:
+        inputs = np.stack([x for _, _, x in pending])
+        n = len(inputs)
+        # View-major with TTA: rows [v * n + k] are view v of image k, so the first n rows are
+        # the unshifted images - their gate features and heatmaps, as in `predict`.
+        batch = np.stack([tta_views(x) for x in inputs], axis=1).reshape(
+            (-1, *inputs.shape[1:])) if tta else inputs
+        out = self.backend.forward(batch, cam_rows=n if cam == "gradcam" else 0)
+        probs = self._calibrate(out["logit"]).reshape(-1, n)
         for k, (i, image, x) in enumerate(pending):
-            results[i] = self._result(image, probs[k:k + 1], out["gate"][k],
+            results[i] = self._result(image, probs[:, k], out["gate"][k],
                                       self._heatmap(out, k, x, image, cam), cam)
 
     def probabilities(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -316,24 +334,80 @@ def _resize(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(resized, 0.0, 1.0)
 
 
-def _operating_point(manifest: dict[str, Any], runtime: str) -> tuple[float, float]:
-    """(threshold, temperature) of the served model. LiteRT has its own, refitted on its
-    outputs at export - unless the manifest's float threshold or temperature changed since
-    (set by hand, or by a tool that did not re-export): then the manifest's are used."""
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The threshold and temperature a bundle is served at, and by which runtime."""
+
+    threshold: float
+    temperature: float
+    runtime: str  # "litert" or "keras"
+    litert_own: bool  # True: the LiteRT model's own point, refitted on its outputs at export
+    source: str  # where the point comes from, in words
+
+    @property
+    def model(self) -> str:
+        """The served model in words: "LiteRT model" or "Keras model"."""
+        return "LiteRT model" if self.runtime == "litert" else "Keras model"
+
+
+def served_runtime(manifest: dict[str, Any], runtime: str = "auto",
+                   precision: str = "float32", installed: bool | None = None) -> str:
+    """The runtime `Predictor.load(bundle, precision, runtime)` serves with, from the manifest
+    alone (no model is loaded): "litert" when the bundle records a GAP -> dense LiteRT model,
+    `runtime` is not "keras", `precision` is float32 and ai-edge-litert is installed (pass
+    `installed=True` for the bundle's intended runtime, e.g. in its model card); else "keras".
+    A LiteRT file that is damaged or disagrees with its head.npz is only found at load time:
+    `Predictor.operating_point` is then the one to show."""
+    from .litert import HEAD_KIND
+
+    info = manifest.get("litert")
+    if runtime == "keras" or not isinstance(info, dict) or info.get("head") != HEAD_KIND \
+            or precision not in ("float32", "auto"):
+        return "keras"
+    if installed is None:
+        try:
+            installed = importlib.util.find_spec("ai_edge_litert") is not None
+        except (ImportError, ValueError):
+            installed = False
+    return "litert" if installed else "keras"
+
+
+def operating_point(manifest: dict[str, Any], runtime: str | None = None,
+                    warn: bool = False) -> OperatingPoint:
+    """The served model's threshold and temperature: the one rule, for the Predictor and for
+    every surface that shows them. `runtime`: the one that serves ("litert" / "keras"), or
+    None for `served_runtime(manifest)`.
+
+    LiteRT has its own point, refitted on its outputs at export - unless the manifest's float
+    threshold or temperature changed since (set by hand, or by a tool that did not re-export):
+    then the manifest's are used (logged when `warn`)."""
+    runtime = served_runtime(manifest) if runtime in (None, "auto") else runtime
     threshold = float(manifest["threshold"])
     temperature = float(manifest.get("temperature", 1.0))
+    selection = manifest.get("threshold_selection") or {}
+    how = ", ".join(part for part in (
+        f"{selection['method']} policy" if selection.get("method") else "",
+        f"chosen on {selection['chosen_on']}" if selection.get("chosen_on") else "") if part)
+    float_point = OperatingPoint(threshold, temperature, runtime, False,
+                                 f"the bundle's ({how})" if how else "the bundle's")
     info = manifest.get("litert") or {}
     if runtime != "litert" or "threshold" not in info:
-        return threshold, temperature
+        return float_point
     fitted_beside = (float(info.get("float_threshold", threshold)),
                      float(info.get("float_temperature", temperature)))
     if not np.allclose(fitted_beside, (threshold, temperature), rtol=0, atol=1e-9):
-        log.warning("the manifest's threshold/temperature (%.4g, %.4g) changed after the LiteRT "
-                    "export (fitted beside %.4g, %.4g): using the manifest's; re-export with "
-                    "`python -m pneumo export --format litert` for the LiteRT model's own",
-                    threshold, temperature, *fitted_beside)
-        return threshold, temperature
-    return float(info["threshold"]), float(info.get("temperature", temperature))
+        if warn:
+            log.warning("the manifest's threshold/temperature (%.4g, %.4g) changed after the "
+                        "LiteRT export (fitted beside %.4g, %.4g): using the manifest's; "
+                        "re-export with `python -m pneumo export --format litert` for the "
+                        "LiteRT model's own", threshold, temperature, *fitted_beside)
+        return float_point
+    served = (float(info["threshold"]), float(info.get("temperature", temperature)))
+    own = not np.allclose(served, (threshold, temperature), rtol=0, atol=1e-12)
+    where = info.get("threshold_refitted_on")
+    source = (f"the LiteRT model's own, refitted on its outputs"
+              + (f" over the {where}" if where else "") if own else float_point.source)
+    return OperatingPoint(*served, "litert", own, source)
 
 
 def _litert_backend(directory: Path, manifest: dict[str, Any], precision: str):
@@ -372,7 +446,7 @@ def load_gate(path: Path):
         raise
 
 
-def _check_numbers(directory: Path, manifest: dict[str, Any]) -> None:
+def check_numbers(directory: Path, manifest: dict[str, Any]) -> None:
     """The manifest's numbers are numbers: a hand-edited manifest must not fail later, oddly."""
     checks = {"threshold": lambda v: 0.0 <= v <= 1.0, "temperature": lambda v: v > 0,
               "image_size": lambda v: v >= 32 and v == int(v)}

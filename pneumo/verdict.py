@@ -20,6 +20,8 @@ CLASS_LABELS = ("NORMAL", "PNEUMONIA")
 # image is a population reason (fallback for results without `population_reasons`).
 _REVIEW_PREFIXES = ("The probability is close to the decision threshold",
                     "The answer changes when the image is shifted")
+_REVIEW_SHORT = dict(zip(_REVIEW_PREFIXES, ("close to the threshold", "unstable")))
+SECOND_LOOK = "Needs a second look"
 
 
 def is_assessed(result: Any) -> bool:
@@ -48,6 +50,17 @@ def review_reasons(result: Any) -> list[str]:
     """The reasons that are not the gate's (near the threshold, unstable)."""
     gate = set(population_reasons(result))
     return [str(r) for r in getattr(result, "reasons", []) if str(r) not in gate]
+
+
+def review_flag(result: Any) -> str:
+    """The review flag in a few words, the same on Predict, Batch and its CSV: "Needs a second
+    look: unstable" (the short name of each review reason), or "" when there is none."""
+    reasons = review_reasons(result)
+    if not reasons:
+        return ""
+    short = [next((v for k, v in _REVIEW_SHORT.items() if r.startswith(k)), r.rstrip("."))
+             for r in reasons]
+    return f"{SECOND_LOOK}: " + "; ".join(short)
 
 
 def display_label(result: Any) -> str:

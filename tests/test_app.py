@@ -400,20 +400,111 @@ def test_try_a_sample_from_folder(serve, real_bundle, tmp_path, monkeypatch):
     shown_verdict(at)
 
 
-def test_sample_folder_is_off_by_default_and_confined(serve, fake_bundle, tmp_path):
-    from app.samples import folder_images
+def test_sample_folder_is_the_shipped_one_by_default_and_confined(serve, fake_bundle,
+                                                                    tmp_path):
+    from app.samples import SHIPPED, folder_images
 
     at = serve(fake_bundle.parent).run()
     at.switch_page("app/predict.py").run()
     at.radio(key="predict_source").set_value("Try a sample").run()
-    assert not at.exception and not at.text_input
-    assert any("PNEUMO_SAMPLES_DIR" in i.value for i in at.info)
+    assert not at.exception and not at.text_input  # visitors cannot name a server folder
+    options = at.selectbox(key="sample_choice").options
+    shipped = {p.name for p in folder_images(SHIPPED)}
+    assert {o.split(" · ")[-1] for o in options if o.startswith("sample")} == shipped
 
     (tmp_path / "samples").mkdir()
     (tmp_path / "samples" / "film.png").write_bytes(xray_png())
     (tmp_path / "secret.png").write_bytes(xray_png(seed=5))
     (tmp_path / "samples" / "link.png").symlink_to(tmp_path / "secret.png")
     assert [p.name for p in folder_images(tmp_path / "samples")] == ["film.png"]
+
+
+def test_shipped_samples_are_val_films_with_attribution_and_in_the_image():
+    """3+ films of each class from the Kermany `val/` split (never calibration/ or a test
+    split), at most 1024 px, one out-of-population example, the licence beside them, and
+    nothing keeping them out of the Docker image."""
+    from app.samples import CLASSES, OUT_OF_POPULATION, SHIPPED, folder_samples
+
+    found = folder_samples(SHIPPED)
+    for cls in CLASSES:
+        assert sum(truth == cls for _, truth in found) >= 3, cls
+    assert any(truth == OUT_OF_POPULATION for _, truth in found)
+    assert [t for _, t in found[:2]] == list(CLASSES)  # interleaved: both classes first
+    for path, _ in found:
+        with Image.open(path) as image:
+            assert max(image.size) <= 1024, path
+    attribution = (SHIPPED / "ATTRIBUTION.md").read_text()
+    for needle in ("Kermany", "Zhang", "Goldbaum", "10.17632/rscbjbr9sj.2", "CC BY 4.0",
+                   "resized", "inverted"):
+        assert needle in attribution
+    assert "samples" not in (REPO / ".dockerignore").read_text().split()
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "COPY . ." in dockerfile and "PNEUMO_SAMPLES_DIR=" not in dockerfile
+    shared = Path(os.environ.get("PNEUMO_SHARED", REPO.parent / "shared")) / "data" / "chest_xray"
+    if shared.is_dir():  # each film is one of val/'s, by name, and none of calibration/'s
+        for path, truth in found:
+            if truth in CLASSES:
+                assert (shared / "val" / truth / path.name).is_file(), path
+                assert not (shared / "calibration" / truth / path.name).exists(), path
+
+
+def _bundle_without_its_films(tmp_path: Path) -> Path:
+    """models/default seen from a folder where its predictions.csv paths lead nowhere (as in
+    the Docker image: no shared folder beside it)."""
+    default = REPO / "models" / "default"
+    if not (default / "manifest.json").is_file():
+        pytest.skip("models/default/manifest.json not present")
+    copy = tmp_path / "models" / "default"
+    copy.mkdir(parents=True)
+    for file in default.iterdir():
+        if file.is_file():
+            (copy / file.name).symlink_to(file)
+    return copy
+
+
+def test_a_demo_out_of_the_box_both_classes_and_a_verdict(serve, tmp_path):
+    """No PNEUMO_SAMPLES_DIR, no shared folder: Home's "Try a sample" opens Predict on the
+    shipped films, both classes interleaved; a film of each class gets a verdict and the
+    out-of-population example is refused."""
+    bundle = _bundle_without_its_films(tmp_path)
+    at = serve(bundle.parent).run()
+    at.switch_page("app/predict.py").run()
+    at.radio(key="predict_source").set_value("Try a sample").run()
+    assert not problems(at)
+    options = at.selectbox(key="sample_choice").options
+    assert not any(o.startswith("test set") for o in options)  # its films are not here
+    assert "truly NORMAL" in options[0] and "truly PNEUMONIA" in options[1]
+    assert shown_verdict(at) == "assessed"  # the first sample, shown at once
+    assert any("CC BY 4.0" in c.value for c in at.caption)
+    at.selectbox(key="sample_choice").select(options[1]).run()
+    assert not problems(at) and shown_verdict(at) == "assessed"
+    outside = next(o for o in options if "outside the model's population" in o)
+    at.selectbox(key="sample_choice").select(outside).run()
+    assert not at.exception and shown_verdict(at) == "not assessed"  # its st.error
+
+    home = serve(bundle.parent).run()  # Home's button opens Predict on the samples
+    home.button(key="home_try_sample").click().run()
+    assert not problems(home)
+    assert [t.value for t in home.title] == ["Predict one chest X-ray"]
+    assert home.radio(key="predict_source").value == "Try a sample"
+    assert home.selectbox(key="sample_choice").options == options
+    assert shown_verdict(home) == "assessed"
+
+
+def test_test_set_samples_interleave_the_classes(tmp_path):
+    """predictions.csv lists its films by class (the first hundreds all normal): the picker
+    still offers both classes from the start."""
+    from app.samples import test_images
+
+    rows = []
+    for label, n in ((0, 300), (1, 300)):
+        for i in range(n):
+            path = tmp_path / f"{label}_{i}.png"
+            path.write_bytes(b"x")
+            rows.append({"path": str(path), "label": label})
+    found = test_images(pd.DataFrame(rows), tmp_path, limit=20)
+    assert len(found) == 20 and {label for _, label in found[:2]} == {0, 1}
+    assert sum(label for _, label in found) == 10
 
 
 # ----------------------------------------------------------------------------- render_prediction
@@ -530,6 +621,121 @@ def test_batch_zip_and_loose_files(serve, real_bundle):
     assert counted["Unreadable"] == 2 and sum(counted.values()) == 5
     assert counted["Not assessed"] == int((table["result"] == "Not assessed").sum())
     assert [b.label for b in at.download_button] == ["Download CSV"]
+
+
+def _served_bundle(tiny_bundle: Path, root: Path) -> tuple[Path, float, float, float]:
+    """A copy of the tiny bundle whose served LiteRT model has an operating point of its own,
+    far from the float model's: (bundle, served threshold, served temperature, float one)."""
+    import shutil
+
+    from pneumo.bundle import read_manifest, refresh_hashes
+
+    copy = root / "models" / "served"
+    shutil.copytree(tiny_bundle, copy)
+    manifest = read_manifest(copy, verify=False)
+    if not manifest.get("litert"):
+        from pneumo import export
+
+        export.export_litert(copy, "none", check=False)
+        manifest = read_manifest(copy, verify=False)
+    t, T = float(manifest["threshold"]), float(manifest.get("temperature", 1.0))
+    served_t, served_T = (0.25 if t > 0.5 else 0.75), round(T * 1.7 + 0.3, 3)
+    refresh_hashes(copy, litert={**manifest["litert"], "threshold": served_t,
+                                 "temperature": served_T, "float_threshold": t,
+                                 "float_temperature": T})
+    return copy, served_t, served_T, t
+
+
+def test_one_operating_point_on_every_surface(serve, tiny_bundle, synthetic_data, tmp_path):
+    """The served (LiteRT) model's threshold, not the float model's, in the sidebar, as the
+    slider's default and Reset, in its caption, on Predict, Calibration and the model card."""
+    bundle, served, temperature, float_t = _served_bundle(tiny_bundle, tmp_path)
+    at = serve(bundle.parent).run()
+    assert not problems(at)
+    at.switch_page("app/confusion.py").run()
+    assert not problems(at)
+    assert at.slider[0].value == pytest.approx(served)
+    reset = at.button(key="reset::confusion")
+    assert reset.label == f"Reset to {served:.4g}" and reset.disabled
+    sidebar = " ".join(c.value for c in at.sidebar.caption)
+    assert f"{float_t:.4f}" not in sidebar and f"{float_t:.4g}" not in sidebar
+    assert f"decision threshold **{served:.4f}**" in sidebar
+    assert any(f"threshold {served:.4g}" in c.value and "Predict" in c.value for c in at.caption)
+    at.slider[0].set_value(float_t).run()
+    assert not at.button(key="reset::confusion").disabled
+    at.button(key="reset::confusion").click().run()
+    assert at.slider[0].value == pytest.approx(served)
+
+    at.switch_page("app/calibration.py").run()
+    assert metric(at, "Temperature") == f"{temperature:.2f}"
+
+    at.switch_page("app/home.py").run()
+    assert any(f"Threshold {served:.4g}, the one Predict applies" in c.value for c in at.caption)
+
+    at.switch_page("app/predict.py").run()
+    film = sorted((synthetic_data / "PNEUMONIA").iterdir())[0]
+    at.file_uploader[0].set_value((film.name, film.read_bytes(), "image/png")).run()
+    assert not at.exception
+    (result, _), = at.session_state["_predictions"].values()
+    assert result.threshold == pytest.approx(served)  # what Predict applies
+    if shown_verdict(at) == "assessed":
+        shown = next(m for m in at.metric if m.label == "Pneumonia probability").proto
+        assert f"the {served:.1%} threshold" in shown.delta
+
+    at.switch_page("app/model_card.py").run()
+    card = " ".join(m.value for m in at.markdown)
+    assert f"threshold\n{served:.4f}" in card or f"threshold {served:.4f}" in card
+    parity = card.index("parity with the float model")
+    assert f"{float_t:.4f}" in card[parity:] and f"{float_t:.4f}" not in card[:parity]
+
+
+def test_batch_shows_the_unstable_flag_of_predict(serve, tiny_bundle, synthetic_data,
+                                                   monkeypatch):
+    """Batch scores with the shifted views, as Predict: the same film gets the same "Needs a
+    second look: unstable" on both pages and in the CSV."""
+    from app.batch import shown_table
+    from pneumo import predict
+
+    monkeypatch.setattr(predict, "SPREAD_LIMIT", 0.0)  # any spread between the views flags
+    served = predict.Predictor.load(tiny_bundle)
+    film = next((f for f in sorted((synthetic_data / "NORMAL").iterdir())
+                 if served.predict(f, cam="none").in_population), None)
+    if film is None:
+        pytest.skip("the tiny bundle's gate refuses every synthetic film")
+    at = serve(tiny_bundle).run()
+    at.switch_page("app/predict.py").run()
+    at.file_uploader[0].set_value((film.name, film.read_bytes(), "image/png")).run()
+    assert not problems(at) and shown_verdict(at) == "assessed"
+    flag = next(w.value for w in at.warning if "Needs a second look" in w.value)
+    assert "unstable" in flag
+
+    at.switch_page("app/batch.py").run()
+    at.file_uploader[0].set_value([(film.name, film.read_bytes(), "image/png")]).run()
+    assert not problems(at)
+    row = at.dataframe[0].value.iloc[0]
+    assert "unstable" in row["flags"]
+    assert row["flags"].startswith("Needs a second look: ")
+    assert f"**{row['flags']}.**" == flag.split("\n")[0]  # the same words as Predict's
+    csv = shown_table(at.session_state["batch"]["table"], False).to_csv(index=False)
+    assert row["flags"] in csv
+
+
+def test_a_library_written_card_is_rebuilt_a_hand_written_one_kept(serve, tmp_path):
+    from pneumo.modelcard import model_card, written_by_library
+
+    bundle = write_fake_bundle(tmp_path / "stale", n=40)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    metrics = json.loads((bundle / "metrics.json").read_text())
+    stale = model_card(manifest, metrics).replace("operating threshold", "OLD WORDING")
+    assert written_by_library(stale)
+    assert not written_by_library("# Card written by hand\n\nIntended use: testing.\n")
+    (bundle / "MODEL_CARD.md").write_text(stale + "\nSTALE LINE\n")
+    write_manifest(bundle, {k: v for k, v in manifest.items()
+                            if k not in ("files", "bundle_format")})
+    at = serve(bundle).run()
+    at.switch_page("app/model_card.py").run()
+    text = " ".join(m.value for m in at.markdown)
+    assert not at.exception and "STALE LINE" not in text and "Served by the" in text
 
 
 # ----------------------------------------------------------------------------- uploads (ZIP guard)

@@ -87,3 +87,44 @@ def test_each_cam_method_through_the_predictor(predictor, film):
 def test_bad_input_raises_the_documented_error(predictor):
     with pytest.raises(ImageError, match="empty"):
         predictor.predict(b"")
+
+
+def test_batch_with_tta_gives_the_spread_and_flags_of_predict(predictor, synthetic_data):
+    """The Batch page scores with the shifted views: each film gets the same probability,
+    spread and review reasons ("unstable" included) as `predict` gives it."""
+    films = sorted((synthetic_data / "PNEUMONIA").iterdir())[:3] + \
+        sorted((synthetic_data / "NORMAL").iterdir())[:3]
+    single = [predictor.predict(f, cam="gradcam") for f in films]
+    batched = predictor.predict_batch(films, cam="gradcam", tta=True, batch_size=4)
+    for one, many in zip(single, batched):
+        assert many.uncertainty == pytest.approx(one.uncertainty, abs=1e-5)
+        assert many.probability == pytest.approx(one.probability, abs=1e-5)
+        assert many.reasons == one.reasons and many.label == one.label
+        np.testing.assert_allclose(many.heatmap, one.heatmap, atol=1e-4)
+    assert any(r.uncertainty > 0 for r in batched)  # the shifted views were scored
+    plain = predictor.predict_batch(films, cam="none")
+    assert all(r.uncertainty == 0 for r in plain)  # evaluation keeps one view
+
+
+def test_the_operating_point_is_the_served_models(predictor, tiny_bundle):
+    """One rule for the Predictor and every surface: LiteRT's own point where it has one,
+    the manifest's when the float point changed since the export or Keras serves."""
+    from pneumo.bundle import read_manifest
+    from pneumo.predict import operating_point, served_runtime
+
+    manifest = read_manifest(tiny_bundle, verify=False)
+    t, T = float(manifest["threshold"]), float(manifest.get("temperature", 1.0))
+    served = {**manifest["litert"], "threshold": 0.123, "temperature": 2.5,
+              "float_threshold": t, "float_temperature": T}
+    own = {**manifest, "litert": served}
+    point = operating_point(own, "litert")
+    assert (point.threshold, point.temperature, point.litert_own) == (0.123, 2.5, True)
+    assert (operating_point(own, "keras").threshold, operating_point(own, "keras").runtime) \
+        == (t, "keras")
+    stale = {**own, "threshold": min(1.0, t + 0.1)}  # the float threshold moved by hand
+    assert operating_point(stale, "litert").threshold == stale["threshold"]
+    assert served_runtime(own, "keras") == "keras"
+    assert served_runtime(own, installed=True) == "litert"
+    assert served_runtime({**own, "litert": {**served, "head": "mlp"}}, installed=True) == "keras"
+    assert predictor.operating_point == operating_point(manifest, predictor.runtime)
+    assert predictor.threshold == predictor.operating_point.threshold
