@@ -105,7 +105,7 @@ def _detail(item, predictor) -> None:
         st.caption(f":material/warning: {reason}")
     if result.heatmap is not None:
         with b:
-            _heatmap(overlay(gray, shrink(result.heatmap), 0.4), result.heatmap, "Grad-CAM")
+            _heatmap(overlay(gray, shrink(result.heatmap), 0.4), getattr(result, "lung_fields", None), "Grad-CAM")
 
 
 def shown_table(table: pd.DataFrame, show_scores: bool) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import streamlit as st
 from app import charts, samples, state
 from pneumo import verdict
 from pneumo.errors import PneumoError
-from pneumo.heatcheck import OUTSIDE_NOTE, colour_scale, hottest_outside_lungs
+from pneumo.heatcheck import colour_scale
 
 CAMS = {"Grad-CAM": "gradcam", "Grad-CAM++": "gradcam++", "Score-CAM": "scorecam"}
 KERAS_ONLY = ("Grad-CAM++", "Score-CAM")  # tf-keras-vis on the Keras model: need TensorFlow
@@ -146,7 +146,7 @@ def render_prediction(data: bytes, name: str, predictor, cam: str = "Grad-CAM",
                 st.plotly_chart(charts.probability_gauge(result.probability, result.threshold,
                                                          valid=False),
                                 width="stretch", key="gauge")
-    from pneumo.render import overlay
+    from pneumo.render import draw_outline, overlay
 
     gray = shrink(result.image.pixels)
     blended = None
@@ -154,11 +154,13 @@ def render_prediction(data: bytes, name: str, predictor, cam: str = "Grad-CAM",
         method, opacity = _heatmap_controls(method, opacity)
         if result.heatmap is not None:
             blended = overlay(gray, shrink(result.heatmap), opacity)
+            if getattr(result, "lung_fields", None) is not None:
+                blended = draw_outline(blended, result.lung_fields.mask)
     img_col, ov_col = st.columns(2)
     img_col.image(gray, caption="Original", clamp=True, width="stretch")
     if blended is not None:
         with ov_col:
-            _heatmap(blended, result.heatmap, method)
+            _heatmap(blended, getattr(result, "lung_fields", None), method)
     if result.image.technical:
         with st.expander("Technical DICOM tags (identifying tags are never read out)"):
             st.json(result.image.technical)
@@ -167,12 +169,15 @@ def render_prediction(data: bytes, name: str, predictor, cam: str = "Grad-CAM",
     return result
 
 
-def _heatmap(blended: np.ndarray, heatmap: np.ndarray, method: str) -> None:
+def _heatmap(blended: np.ndarray, fields, method: str) -> None:
     st.image(blended, caption=f"Heatmap overlay ({method})", width="stretch")
     st.image(colour_scale(), caption="low ← influence on the score → high", width="stretch")
     st.caption(HEATMAP_CAPTION)
-    if hottest_outside_lungs(heatmap):
-        st.warning(OUTSIDE_NOTE, icon=":material/warning:")
+    if fields is not None:
+        st.caption(("Outlined: this film's lung fields, found on the film"
+                    if fields.localised else "Outlined: the usual lung fields (a template: "
+                    f"this film's could not be found — {fields.reason})")
+                   + ". The note about the heatmap's hottest region is judged against them.")
 
 
 def _downloads(gray, blended, result, predictor, method: str, when: dt.datetime) -> None:
@@ -182,8 +187,6 @@ def _downloads(gray, blended, result, predictor, method: str, when: dt.datetime)
     args = (gray, blended if assessed else None, result.probability, result.threshold,
             predictor.name)
     flags = verdict.review_reasons(result) if assessed else verdict.population_reasons(result)
-    if blended is not None and hottest_outside_lungs(result.heatmap):
-        flags = [*flags, OUTSIDE_NOTE]  # the report says what the page says
     kw = dict(label=verdict.display_label(result) if assessed else None,
               method=method if blended is not None else None, flags=flags,
               assessed=assessed, analysed_at=when, model_hash=bundle_hash(predictor.directory))

@@ -36,7 +36,9 @@ import numpy as np
 
 from .bundle import read_manifest
 from .errors import BundleError, ImageError, PneumoError
+from .heatcheck import OUTSIDE_NOTE, hottest_outside_lungs
 from .imageio import ImageSource, XrayImage, read_image
+from .lungs import note_fields
 from .layers import CAM_LAYER
 from .population import Flag, image_flags
 from .preprocess import to_model_input
@@ -69,6 +71,7 @@ class PredictionResult:
     cam: str = "none"
     population_reasons: list[str] = field(default_factory=list)  # why the gate refused it
     flags: list[dict[str, Any]] = field(default_factory=list)  # code, message, score, cutoff
+    lung_fields: Any = None  # pneumo.lungs.LungFields of the film, found when a heatmap is made
 
     @property
     def assessed(self) -> bool:
@@ -255,6 +258,11 @@ class Predictor:
             reasons.append("The probability is close to the decision threshold.")
         if spread > SPREAD_LIMIT:
             reasons.append("The answer changes when the image is shifted slightly (unstable).")
+        fields = None
+        if heatmap is not None:  # where the evidence lies, judged on this film's lung fields
+            fields, judged = note_fields(image.pixels)
+            if hottest_outside_lungs(heatmap, judged):
+                reasons.append(OUTSIDE_NOTE)
         if not in_population:
             label = NOT_ASSESSED
         else:
@@ -264,7 +272,7 @@ class Predictor:
             threshold=self.threshold, in_population=in_population, ood_score=ood,
             uncertainty=spread, needs_review=bool(reasons), reasons=reasons,
             heatmap=heatmap, image=image, cam=cam, population_reasons=population,
-            flags=[f.to_dict() for f in flags],
+            flags=[f.to_dict() for f in flags], lung_fields=fields,
         )
 
     def _population_flags(self, image: XrayImage, features: np.ndarray) -> tuple[float, list]:

@@ -19,8 +19,10 @@ CLASS_LABELS = ("NORMAL", "PNEUMONIA")
 # The review reasons predict.py adds after the gate's; anything else in `reasons` of a flagged
 # image is a population reason (fallback for results without `population_reasons`).
 _REVIEW_PREFIXES = ("The probability is close to the decision threshold",
-                    "The answer changes when the image is shifted")
-_REVIEW_SHORT = dict(zip(_REVIEW_PREFIXES, ("close to the threshold", "unstable")))
+                    "The answer changes when the image is shifted",
+                    "The hottest region of the heatmap lies outside")
+_REVIEW_SHORT = dict(zip(_REVIEW_PREFIXES, ("close to the threshold", "unstable",
+                                            "heat off the lungs")))
 SECOND_LOOK = "Needs a second look"
 
 
