@@ -7,16 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from pneumo.modelcard import format_number
+
 __all__ = ["fmt", "fmt_range", "fmt_ci"]
 
 
 def fmt(value: Any, digits: int = 3) -> str:
     """A metric for display: nan/None -> "n/a"."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
-    return "n/a" if v != v else f"{v:.{digits}f}"
+    return format_number(value, digits)
 
 
 def fmt_range(ci: Any) -> str:

@@ -54,7 +54,8 @@ def _pct(value: Any) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def _num(value: Any, digits: int = 4) -> str:
+def format_number(value: Any, digits: int = 4) -> str:
+    """A figure for display with `digits` decimals; None, nan or not a number -> "n/a"."""
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -168,7 +169,7 @@ def _ci(metrics: dict[str, Any], key: str, percent: bool = True) -> str:
 
 def _metric_rows(m: dict[str, Any]) -> str:
     rows = [
-        f"| AUC-ROC | {_num(m.get('auc'))}{_ci(m, 'auc', False)} |",
+        f"| AUC-ROC | {format_number(m.get('auc'))}{_ci(m, 'auc', False)} |",
         f"| accuracy | {_pct(m.get('accuracy'))} |",
         f"| sensitivity | {_pct(m.get('sensitivity'))}{_ci(m, 'sensitivity')} |",
         f"| specificity | {_pct(m.get('specificity'))}{_ci(m, 'specificity')} |",
@@ -177,7 +178,7 @@ def _metric_rows(m: dict[str, Any]) -> str:
         rows.append(f"| precision (PPV) / NPV | {_pct(m.get('precision'))} / "
                     f"{_pct(m.get('npv'))} |")
     if m.get("brier") is not None or m.get("ece") is not None:
-        rows.append(f"| Brier score / ECE | {_num(m.get('brier'))} / {_num(m.get('ece'))} |")
+        rows.append(f"| Brier score / ECE | {format_number(m.get('brier'))} / {format_number(m.get('ece'))} |")
     return "\n".join(rows)
 
 
@@ -308,7 +309,7 @@ conv5 maps and the float dense weights. {served}
         text += f"""
 **The float Keras model** (`model.keras`, the model the LiteRT file was exported from; served
 only where LiteRT cannot be) has its own operating point: threshold
-{_num(manifest.get('threshold'))}, temperature {_num(manifest.get('temperature', 1.0), 3)}
+{format_number(manifest.get('threshold'))}, temperature {format_number(manifest.get('temperature', 1.0), 3)}
 ({selection.get('method')} policy, chosen on {selection.get('chosen_on')}). Its figures, which
 are not the served model's:
 """
