@@ -371,8 +371,9 @@ NOTE_MARGIN = 0.04  # of the frame's longer side
 
 def note_fields(image: np.ndarray, margin: float = NOTE_MARGIN) -> tuple[LungFields, np.ndarray]:
     """(this film's lung fields, the mask the off-lung note judges the heatmap against: the
-    fields widened by `margin` of the frame). Measured on calibration/ (328 films, shipped model,
-    Grad-CAM, one view): the note fires on 5.8% of films with the 4% margin, 12.8% without."""
+    fields widened by `margin` of the frame). Measured on calibration/ (328 films, the gen5
+    candidate of docs/experiments.md as trained, LiteRT, Grad-CAM, one view): the note fires on
+    5.8% of films with the 4% margin, 12.8% without."""
     fields = lung_fields(image)
     h, w = fields.mask.shape
     k = max(3, 2 * int(round(margin * max(h, w))) + 1)
