@@ -48,8 +48,9 @@ def run_batch(items: list, predictor) -> pd.DataFrame:
         chunk = items[start:start + CHUNK]
         todo = [it for it in chunk if it.data is not None]
         try:
-            # With the shifted views, as Predict: the same "unstable" flag for the same film.
-            out = iter(predictor.predict_batch([it.data for it in todo], cam="none",
+            # With the shifted views and Grad-CAM (from the same invoke), as Predict: the same
+            # "unstable" and "heat off the lungs" flags for the same film.
+            out = iter(predictor.predict_batch([it.data for it in todo], cam="gradcam",
                                                names=[it.name for it in todo], tta=True))
         except PneumoError as exc:
             out = iter([exc] * len(todo))
@@ -105,7 +106,8 @@ def _detail(item, predictor) -> None:
         st.caption(f":material/warning: {reason}")
     if result.heatmap is not None:
         with b:
-            _heatmap(overlay(gray, shrink(result.heatmap), 0.4), getattr(result, "lung_fields", None), "Grad-CAM")
+            _heatmap(overlay(gray, shrink(result.heatmap), 0.4),
+                     getattr(result, "lung_fields", None), "Grad-CAM")
 
 
 def shown_table(table: pd.DataFrame, show_scores: bool) -> pd.DataFrame:
