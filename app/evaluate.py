@@ -284,6 +284,22 @@ def _calibrate(ev, bundle, name: str, policy: str, target: float) -> None:
         st.json(summary)
 
 
+def _evidence(metrics: dict) -> None:
+    """Where the heatmaps of these films lie (issue 18's yardstick beside AUC)."""
+    evidence = metrics.get("evidence") or {}
+    if not evidence.get("n"):
+        return
+    fmt, ci = formatting.fmt, formatting.fmt_ci
+    st.markdown(
+        f"**Where the evidence lies** on these {evidence['n']} films (Grad-CAM of the served "
+        f"model, one view, against the fixed lung template): "
+        f"{fmt(evidence['mass_inside'])}{ci(evidence['mass_inside_ci'])} of the heatmap's mass "
+        f"inside the lung fields (a map spread evenly over the film scores 0.43); the hottest "
+        f"5% lies mostly inside on {fmt(evidence['hot_inside'])}"
+        f"{ci(evidence['hot_inside_ci'])} of films (as a share). The marker and "
+        "occlusion checks: `python -m pneumo audit --model BUNDLE --data FILMS`.")
+
+
 def _results(ev, bundle) -> None:
     from pneumo.evaluate import results_csv, summarise
 
@@ -295,13 +311,21 @@ def _results(ev, bundle) -> None:
     if n_out:
         left_out = st.toggle(f"Leave out the {n_out} film(s) the gate flags as outside the "
                              "model's population", key="eval_drop_unassessed")
+        reasons = ", ".join(f"`{code}` {n}" for code, n in
+                            sorted((metrics.get("not_assessed_reasons") or {}).items()))
         st.caption(f"{n_out} of the {ev.n} films are outside the model's population: Predict "
-                   "and Batch would give them no verdict.")
+                   "and Batch would give them no verdict."
+                   + (f" Reason codes: {reasons}." if reasons else ""))
+        if metrics.get("site_shift"):
+            from pneumo.evaluate import SITE_SHIFT_ADVICE
+
+            st.warning(SITE_SHIFT_ADVICE.format(n=n_out), icon=":material/domain:")
         kept = ev.table[ev.table["assessed"].astype(bool)]
         if left_out and not kept.empty and kept["label"].nunique() == 2:
             metrics = summarise(kept, ev.threshold)
             st.caption(f"Figures below: the {len(kept)} assessed films only.")
     _headline(ev, bundle, metrics)
+    _evidence(metrics)
     st.page_link("app/confusion.py", label="Open these films on the metric pages (Confusion "
                  "matrix, ROC & PR, Calibration: pick them under Films)",
                  icon=":material/grid_view:")

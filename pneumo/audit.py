@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError, PneumoError
-from .heatcheck import GRID, grid_mask, hot_share_inside, lung_mask, mass_share_inside
+from .heatcheck import GRID, heat_figures, lung_mask
 from .markers import AUDIT_FONTS, AUDIT_TEXTS, CORNERS, EDGES, Marker, burn_marker, place
 from .metrics import _interval, summary_metrics
 from .stats import paired_auc_difference
@@ -109,18 +109,6 @@ def film_fields(pixels: np.ndarray, fields: Fields | None) -> np.ndarray:
         mask = cv2.resize(mask.astype(np.float32), (pixels.shape[1], pixels.shape[0]),
                           interpolation=cv2.INTER_LINEAR) >= 0.5
     return mask.astype(bool)
-
-
-def heat_figures(heatmap: np.ndarray | None, mask: np.ndarray | None = None) -> dict[str, Any]:
-    """mass_inside, hot_share, hot_inside and flat_heatmap of one map against `mask` (any
-    size; None: the template), on the `pneumo.heatcheck` grid. A flat or zero map has NaN
-    figures (there is no "where" to judge) and flat_heatmap True."""
-    on_grid = grid_mask(mask) if mask is not None else lung_mask(GRID, GRID)
-    mass = mass_share_inside(heatmap, on_grid)
-    hot = hot_share_inside(heatmap, on_grid)
-    flat = not (np.isfinite(mass) and np.isfinite(hot))
-    return {"mass_inside": np.nan if flat else mass, "hot_share": np.nan if flat else hot,
-            "hot_inside": np.nan if flat else float(hot >= 0.5), "flat_heatmap": flat}
 
 
 # --------------------------------------------------------------------------- edits

@@ -30,7 +30,11 @@ from .metrics import reliability_curve, summary_metrics
 from .uploads import Film, Item
 
 CHUNK = 32  # films per model call: the progress moves once per chunk
-COLUMNS = ["path", "patient_id", "label", "probability", "assessed", "ood_score"]
+COLUMNS = ["path", "patient_id", "label", "probability", "assessed", "ood_score", "gate_reasons",
+           "mass_inside", "hot_inside"]
+# Gate reasons that say "this site's films differ" rather than "this is not a film to judge".
+SITE_SHIFT_CODES = ("unlike_training", "possibly_adult")
+SITE_SHIFT_SHARE = 0.5  # above this share of refusals for those reasons, point to calibration
 Progress = Callable[[int, int], None]  # (films done, films in all)
 
 
@@ -95,21 +99,26 @@ def score_films(predictor, films: Sequence[Film], progress: Progress | None = No
 
     Returns (table with COLUMNS in the order of `films`, problems).
     """
+    from .heatcheck import heat_figures
     from .verdict import is_assessed
 
     rows: list[tuple] = []
     problems: list[Item] = []
     for start in range(0, len(films), chunk):
         ready = _sources(films[start:start + chunk], problems)
-        results = predictor.predict_batch([src for _, src in ready], cam="none",
+        # Grad-CAM from the same invoke: where each film's evidence lies (the lung template).
+        results = predictor.predict_batch([src for _, src in ready], cam="gradcam",
                                           batch_size=max(1, len(ready)),
                                           names=[f.name for f, _ in ready]) if ready else []
         for (film, _), result in zip(ready, results):
             if isinstance(result, Exception):
                 problems.append(Item(film.name, error=str(result)))
                 continue
+            heat = heat_figures(getattr(result, "heatmap", None))
             rows.append((film.name, film.patient_id, film.label, float(result.probability),
-                         is_assessed(result), float(result.ood_score)))
+                         is_assessed(result), float(result.ood_score),
+                         ",".join(f["code"] for f in getattr(result, "flags", [])),
+                         heat["mass_inside"], heat["hot_inside"]))
         del results  # the decoded films: only the numbers are kept
         if progress is not None:
             progress(min(start + chunk, len(films)), len(films))
@@ -122,8 +131,51 @@ def summarise(table: pd.DataFrame, threshold: float, bootstrap: int = 1000) -> d
         raise DataError("none of the films could be scored")
     metrics = summary_metrics(table["label"].to_numpy(), table["probability"].to_numpy(),
                               threshold, n_boot=bootstrap)
-    metrics["n_not_assessed"] = int((~table["assessed"].astype(bool)).sum())
+    metrics.update(gate_summary(table))
+    metrics["evidence"] = evidence_summary(table, bootstrap)
     return metrics
+
+
+def evidence_summary(table: pd.DataFrame, bootstrap: int = 1000) -> dict[str, Any]:
+    """Where the heatmaps of these films lie: the mean share of Grad-CAM mass inside the lung
+    template and the share of films whose hottest 5% lies mostly inside, with bootstrap CIs
+    (`pneumo audit` adds the marker and occlusion checks)."""
+    from .audit import mean_ci
+
+    if "mass_inside" not in table:
+        return {"n": 0}
+    mass = mean_ci(table["mass_inside"], max(bootstrap, 1))
+    hot = mean_ci(table["hot_inside"], max(bootstrap, 1))
+    return {"n": mass["n"], "mass_inside": mass["mean"], "mass_inside_ci": mass["ci"],
+            "hot_inside": hot["mean"], "hot_inside_ci": hot["ci"],
+            "lung_fields": "fixed two-ellipse template (pneumo.heatcheck)",
+            "heatmap": "Grad-CAM of the served model, one view"}
+
+
+def gate_summary(table: pd.DataFrame) -> dict[str, Any]:
+    """How many films the gate refused, for which reasons (codes), and whether most of the
+    films were refused only as unlike the training hospital's (`site_shift`): then the remedy
+    is calibration to the site, not a film-by-film list."""
+    refused = ~table["assessed"].astype(bool)
+    reasons: dict[str, int] = {}
+    shift_only = 0
+    for codes in table.loc[refused, "gate_reasons"].fillna("") if "gate_reasons" in table \
+            else []:
+        named = [c for c in str(codes).split(",") if c]
+        for code in named:
+            reasons[code] = reasons.get(code, 0) + 1
+        shift_only += bool(named) and set(named) <= set(SITE_SHIFT_CODES)
+    return {"n_not_assessed": int(refused.sum()), "not_assessed_reasons": reasons,
+            "site_shift": bool(len(table) and shift_only > SITE_SHIFT_SHARE * len(table)),
+            "n_site_shift": int(shift_only)}
+
+
+SITE_SHIFT_ADVICE = ("Most of these films are refused only because they are unlike the "
+                     "training hospital's films (another hospital or scanner): that is a "
+                     "site difference, not {n} bad films. Calibrate the model to your site "
+                     "(`python -m pneumo calibrate`, or 'Fit a threshold to these films' on "
+                     "the Evaluate page): it refits the gate's cut-offs on your films, and its "
+                     "figures are cross-validated by patient.")
 
 
 def evaluate_films(predictor, films: Sequence[Film], *, name: str, source: str, layout: str,
@@ -232,8 +284,21 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
         f"confusion matrix: TN {tn}  FP {fp}  FN {fn}  TP {tp}",
     ]
     if metrics.get("n_not_assessed"):
+        reasons = ", ".join(f"{code} {n}" for code, n in
+                            sorted((metrics.get("not_assessed_reasons") or {}).items()))
         lines.append(f"{metrics['n_not_assessed']} film(s) outside the model's population "
-                     "(gate): scored here, but they get no verdict when predicted")
+                     "(gate): scored here, but they get no verdict when predicted"
+                     + (f" (reason codes: {reasons})" if reasons else ""))
+    if metrics.get("site_shift"):
+        lines.append(SITE_SHIFT_ADVICE.format(n=metrics["n_not_assessed"]))
+    evidence = metrics.get("evidence") or {}
+    if evidence.get("n"):
+        lo, hi = evidence["mass_inside_ci"]
+        hlo, hhi = evidence["hot_inside_ci"]
+        lines.append(f"evidence: {evidence['mass_inside']:.3f} of the heatmap's mass inside the "
+                     f"lung template (95% CI {lo:.3f}-{hi:.3f}); hottest 5% mostly inside on "
+                     f"{100 * evidence['hot_inside']:.1f}% of films ({100 * hlo:.1f}-"
+                     f"{100 * hhi:.1f}%), n = {evidence['n']}")
     if metrics.get("n_unreadable"):
         lines.append(f"{metrics['n_unreadable']} file(s) could not be read: "
                      + "; ".join(metrics.get("unreadable", [])[:3]))

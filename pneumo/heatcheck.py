@@ -13,6 +13,8 @@ The note beside a heatmap (`hottest_outside_lungs`) and the explanation audit
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -97,3 +99,15 @@ def colour_scale(width: int = 256, height: int = 14, colormap: int = cv2.COLORMA
     """The overlay's colour map as a horizontal bar (uint8 RGB), low influence on the left."""
     ramp = np.tile(np.linspace(0, 255, width).astype(np.uint8), (height, 1))
     return cv2.cvtColor(cv2.applyColorMap(ramp, colormap), cv2.COLOR_BGR2RGB)
+
+
+def heat_figures(heatmap: np.ndarray | None, mask: np.ndarray | None = None) -> dict[str, Any]:
+    """mass_inside, hot_share, hot_inside and flat_heatmap of one map against `mask` (any
+    size; None: the template), on the `pneumo.heatcheck` grid. A flat or zero map has NaN
+    figures (there is no "where" to judge) and flat_heatmap True."""
+    on_grid = grid_mask(mask) if mask is not None else lung_mask(GRID, GRID)
+    mass = mass_share_inside(heatmap, on_grid)
+    hot = hot_share_inside(heatmap, on_grid)
+    flat = not (np.isfinite(mass) and np.isfinite(hot))
+    return {"mass_inside": np.nan if flat else mass, "hot_share": np.nan if flat else hot,
+            "hot_inside": np.nan if flat else float(hot >= 0.5), "flat_heatmap": flat}

@@ -241,11 +241,17 @@ def _gate_section(manifest: dict[str, Any], metrics: dict[str, Any]) -> str:
                "not recorded in this bundle's manifest.")
     else:
         adult = gate.get("adult_detector") or {}
-        how = f"""Refuses to judge what the model does not know, with a reason: image rules (colour picture,
-blank, too small or cropped, unusual exposure); a Mahalanobis distance on the pooled
-`{gate.get('layer')}` features to the training films ("not a chest radiograph like the
-training films"); and an adult-film detector (logistic regression against
-{adult.get('n_adult_films', 0)} adult films; "looks like an adult chest film"). Cut-offs at the
+        how = f"""Refuses to judge what the model does not know, with a reason and its code: the DICOM
+header where there is one (`modality`: a CT, MR, ultrasound... image; `lateral`; `body_part`);
+image rules (`colour` picture, `blank`, `too_small` or cropped, unusual `exposure`); a
+Mahalanobis distance on the pooled `{gate.get('layer')}` features to the training films
+(`unlike_training`: "unlike the films the model was trained and checked on - another hospital
+or scanner, another age group, another view: its score is not validated"); for such a film,
+its copies turned back by 90/180/270 degrees and inverted (`rotated` with the angle, or
+`inverted`, when one copy comes back near the training films); and an adult-film detector
+(logistic regression against {adult.get('n_adult_films', 0)} adult films, `possibly_adult`:
+worded as a possibility, because it was fitted on children of one hospital against adults of
+others and may have learned the hospital as much as the age). Cut-offs at the
 {gate.get('percentile')}th percentile of in-population films ({', '.join(gate.get('cutoffs_set_on', []))})."""
     return f"""## Out-of-population gate
 {how}

@@ -7,21 +7,31 @@ decoded image itself:
 
 1. **Image rules** (no model): a colour picture, a blank frame, an image too small or too
    oddly shaped to be a film, an exposure no radiograph has.
-2. **"Not a chest radiograph like the training films"**: a Mahalanobis distance (Ledoit-Wolf
-   covariance, `pneumo.gate.MahalanobisGate`) to the training films' conv4 features. conv4 and
-   not the fine-tuned conv5 features, because fine-tuning for pneumonia teaches conv5 to ignore
-   exactly what sets other images apart; measured (docs/experiments.md): conv5 let 55% of
-   inverted films and most adult films through, conv4 none of the inverted films.
-3. **"Looks like an adult chest film"**: a logistic regression, training films against adult
-   chest films (outlier exposure), on the same standardised conv4 features. Adult films are the
-   hardest case for (2): they are chest radiographs, and the distance alone caught 70-87%.
+   Plus the DICOM header where there is one: a modality that is not a radiograph (CT, MR,
+   US, ...), a lateral view, another body part.
+2. **"Unlike the films the model was trained and checked on"** (`unlike_training`): a
+   Mahalanobis distance (Ledoit-Wolf covariance, `pneumo.gate.MahalanobisGate`) to the training
+   films' conv4 features. conv4 and not the fine-tuned conv5 features, because fine-tuning for
+   pneumonia teaches conv5 to ignore exactly what sets other images apart; measured
+   (docs/experiments.md): conv5 let 55% of inverted films and most adult films through, conv4
+   none of the inverted films. Far is not "not a chest film": chest films of another hospital
+   are far too, so the words name the possibilities and say the score is not validated.
+3. **Orientation** (`rotated`, `inverted`): a far film is turned back by 90/180/270 degrees
+   and inverted (`turned_back_inputs`, one more forward pass of four rows, only for films the
+   distance refused); when one copy is near the training films, the film is named turned by
+   that angle, or inverted. No classifier to fit: the check is the distance itself.
+4. **"Possibly an adult chest film"** (`possibly_adult`): a logistic regression, training films
+   against adult chest films (outlier exposure), on the same standardised conv4 features. It was
+   fitted on children of one hospital against adults of other hospitals, so it may have learned
+   the hospital as much as the age: it is worded as a possibility, with the other one beside it.
 
 Every cut-off is set on in-population films only (the validation split, and a site's own
 films when `pneumo calibrate` refits it): the `percentile`-th percentile of their scores,
 never on the films used to report the flag rates. numpy + scikit-learn: no TensorFlow import.
 
-One piece (over 300 lines): the image rules, the distance gate and the adult detector are
-fitted, saved, loaded and applied together as one `PopulationGate` with one file format.
+One piece (over 300 lines): the image rules, the distance gate and the adult
+detector are fitted, saved, loaded and applied together as one `PopulationGate` with one file
+format.
 """
 
 from __future__ import annotations
@@ -39,7 +49,8 @@ from .fileio import save_npz_atomic
 from .gate import MahalanobisGate, _read_npz
 from .layers import GATE_STAGE_PREFIX
 
-__all__ = ["PopulationGate", "Flag", "image_flags", "GATE_LAYER_PREFIX"]
+__all__ = ["PopulationGate", "Flag", "image_flags", "header_flags", "turned_back_inputs",
+           "GATE_LAYER_PREFIX", "ORIENTATIONS"]
 
 FORMAT_VERSION = 2
 _KIND = "population_gate"
@@ -60,18 +71,97 @@ COLOUR_LIMIT = 0.08  # mean chroma above this is a colour picture, not a radiogr
 BLANK_LIMIT = 0.02  # pixel standard deviation below this is a blank frame
 
 
+# A radiograph's DICOM modality: computed / digital radiography (RG: radiographic imaging).
+RADIOGRAPH_MODALITIES = {"CR", "DX", "RG", "DR"}
+MODALITY_NAMES = {"CT": "a CT image", "MR": "an MR image", "US": "an ultrasound image",
+                  "NM": "a nuclear-medicine image", "PT": "a PET image", "MG": "a mammogram",
+                  "XA": "an angiogram", "RF": "a fluoroscopy image", "OP": "an eye photograph",
+                  "SM": "a microscopy slide", "ES": "an endoscopy image", "IO": "an intra-oral "
+                  "radiograph", "PX": "a panoramic dental radiograph", "OCT": "an OCT image"}
+NON_IMAGE_MODALITIES = {"SR", "PR", "KO", "DOC", "REG", "SEG", "RTSTRUCT", "RTPLAN"}
+LATERAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "LLD", "RLD"}
+CHEST_PARTS = {"CHEST", "THORAX", "LUNG", "PORT CHEST", "TORAX", "THORAX_CHEST"}
+ORIENTATIONS = ("upright", "rotated_90", "rotated_180", "rotated_270", "inverted")
+ORIENTATION_WORDS = {
+    "rotated_90": ("rotated", "This film appears turned 90 degrees clockwise: turn it upright "
+                   "(90 degrees anticlockwise) and upload it again."),
+    "rotated_180": ("rotated", "This film appears upside down (turned 180 degrees): turn it "
+                    "upright and upload it again."),
+    "rotated_270": ("rotated", "This film appears turned 90 degrees anticlockwise: turn it "
+                    "upright (90 degrees clockwise) and upload it again."),
+    "inverted": ("inverted", "This film appears inverted (a negative: bone dark, lungs and "
+                 "air bright): export it with the usual grey scale and upload it again."),
+}
+UNLIKE_TRAINING = ("This film is unlike the films the model was trained and checked on (another "
+                   "hospital or scanner, another age group, or another view, or not a frontal "
+                   "chest radiograph at all): its score is not validated.")
+POSSIBLY_ADULT = ("This is possibly an adult chest film, or a child's film from a hospital or "
+                  "scanner the model has not seen: the model is validated for children aged "
+                  "1-5 of one hospital.")
+# A far film is named turned (or inverted) when a turned-back copy is near the training films
+# and much nearer than the film: a turned training film comes back to its own distance (~0.6-1x
+# the cut-off); an upright film of another hospital only moves further away when turned.
+NEAR_UPRIGHT = 1.5  # times the distance cut-off
+CLOSER_BY = 0.6  # the copy's distance over the film's
+
+
+def turned_back_inputs(x: np.ndarray) -> np.ndarray:
+    """The model input (S, S, C) turned back from each of `ORIENTATIONS[1:]`: a film turned
+    90 degrees clockwise comes back by 90 anticlockwise, and so on; an inverted one inverted
+    again. Turning and inverting the squashed, JPEG-passed input is what the preprocessing of
+    the turned-back film gives (90-degree turns and inversion commute with both, up to
+    rounding), so no second decode is needed. Returns (4, S, S, C), same dtype."""
+    back = [np.rot90(x, 1), np.rot90(x, 2), np.rot90(x, -1)]
+    top = 255 if x.dtype == np.uint8 else 1.0
+    return np.ascontiguousarray(np.stack(back + [(top - x).astype(x.dtype)]))
+
+
 @dataclass(frozen=True)
 class Flag:
-    """One reason the gate refused an image: a code, plain words, the score and its cut-off."""
+    """One reason the gate refused an image: a code, plain words, the score and its cut-off
+    (None for a fact read from the file, such as a DICOM modality)."""
 
-    code: str  # adult | not_chest_film | colour | blank | too_small | exposure
+    # possibly_adult | unlike_training | rotated | inverted | modality | lateral | body_part |
+    # colour | blank | too_small | exposure
+    code: str
     message: str
-    score: float
-    cutoff: float
+    score: float | None = None
+    cutoff: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "score": round(self.score, 4),
-                "cutoff": round(self.cutoff, 4)}
+        rounded = {k: (None if v is None else round(float(v), 4))
+                   for k, v in (("score", self.score), ("cutoff", self.cutoff))}
+        return {"code": self.code, "message": self.message, **rounded}
+
+    def text(self) -> str:
+        """The message with its code (and score and cut-off, for the curious): what the app,
+        the report and the Batch CSV show."""
+        detail = f"reason code: {self.code}"
+        if self.score is not None and self.cutoff is not None:
+            detail += f"; score {self.score:.3g}, cut-off {self.cutoff:.3g}"
+        return f"{self.message} ({detail})"
+
+
+def header_flags(technical: dict[str, Any] | None) -> list[Flag]:
+    """What a DICOM header says outright: a modality that is not a radiograph, a lateral view,
+    another body part. An absent or empty tag says nothing (most exports carry none)."""
+    technical = technical or {}
+    flags = []
+    modality = str(technical.get("Modality") or "").strip().upper()
+    if modality and modality not in RADIOGRAPH_MODALITIES and modality != "OT":
+        what = MODALITY_NAMES.get(modality, "not an image" if modality in NON_IMAGE_MODALITIES
+                                  else f"a {modality} image")
+        flags.append(Flag("modality", f"This is {what} (DICOM Modality {modality}), not a "
+                          "radiograph: the model reads frontal chest radiographs only."))
+    view = str(technical.get("ViewPosition") or "").strip().upper()
+    if view in LATERAL_VIEWS:
+        flags.append(Flag("lateral", f"This is a lateral view (DICOM ViewPosition {view}): the "
+                          "model reads frontal (AP or PA) chest films only."))
+    part = str(technical.get("BodyPartExamined") or "").strip().upper()
+    if part and part not in CHEST_PARTS:
+        flags.append(Flag("body_part", f"The DICOM header names another body part "
+                          f"(BodyPartExamined {part}): the model reads chest films only."))
+    return flags
 
 
 def image_flags(pixels: np.ndarray, colourfulness: float, image_size: int = 224) -> list[Flag]:
@@ -148,7 +238,7 @@ class AdultDetector:
 
 @dataclass
 class PopulationGate:
-    """Image rules + conv4 Mahalanobis distance + adult detector; see the module docstring."""
+    """Header and image rules + conv4 distance + adult detector; see the module docstring."""
 
     layer: str
     distance: MahalanobisGate
@@ -212,20 +302,18 @@ class PopulationGate:
         return self.distance.score(x), (self.adult.score(x) if self.adult is not None else None)
 
     def feature_flags(self, features: Any, scores=None) -> list[list[Flag]]:
-        """Per row of pooled features, the model-based flags (adult first)."""
+        """Per row of pooled features, the model-based flags (possibly adult first)."""
         dist, adult = scores if scores is not None else self._scores(features)
         out = []
         for i in range(len(dist)):
             flags = []
             near = dist[i] <= FAR_RATIO * self.distance.threshold
             if adult is not None and near and adult[i] > self.adult.cutoff:
-                flags.append(Flag("adult", "This looks like an adult chest film; the model is "
-                                  "for children aged 1-5.", float(adult[i]), self.adult.cutoff))
+                flags.append(Flag("possibly_adult", POSSIBLY_ADULT, float(adult[i]),
+                                  self.adult.cutoff))
             if dist[i] > self.distance.threshold:
-                flags.append(Flag("not_chest_film", "This is not a chest radiograph like the "
-                                  "training films (another body part or modality, a lateral, "
-                                  "rotated or inverted film, a photo or a document?).",
-                                  float(dist[i]), self.distance.threshold))
+                flags.append(Flag("unlike_training", UNLIKE_TRAINING, float(dist[i]),
+                                  self.distance.threshold))
             out.append(flags)
         return out
 
@@ -238,19 +326,34 @@ class PopulationGate:
             ratio = np.maximum(ratio, np.exp(np.clip(adult - self.adult.cutoff, -50, 50)))
         return ratio
 
+    def orientation_flag(self, features: Any, turned_back: Any) -> Flag | None:
+        """The orientation that explains a far film, from the features of its turned-back
+        copies (`turned_back_inputs`, in `ORIENTATIONS[1:]` order): named when one copy is
+        near the training films (within `NEAR_UPRIGHT` of the cut-off) and much nearer than the
+        film itself (under `CLOSER_BY` of its distance). None otherwise: a film unlike the
+        training films stays that, whichever way it is turned."""
+        film = float(self.distance.score(_as_rows(features, self.dim))[0])
+        copies = self.distance.score(_as_rows(turned_back, self.dim))
+        best = int(np.argmin(copies))
+        if copies[best] > NEAR_UPRIGHT * self.distance.threshold or copies[best] > CLOSER_BY * film:
+            return None
+        code, message = ORIENTATION_WORDS[ORIENTATIONS[1 + best]]
+        return Flag(code, message, float(copies[best] / film), CLOSER_BY)
+
     def judge(self, features: Any, pixels: np.ndarray, colourfulness: float,
-              image_size: int = 224) -> tuple[float, list[Flag]]:
-        """One image: (ood_score, every flag - image rules, then the feature-based ones), the
-        distance and the adult score computed once (this runs on every prediction)."""
+              image_size: int = 224, technical: dict[str, Any] | None = None
+              ) -> tuple[float, list[Flag]]:
+        """One image: (ood_score, every flag - the DICOM header and image rules, then the
+        feature-based ones), each score computed once (this runs on every prediction)."""
         scores = self._scores(features)
-        flags = image_flags(pixels, colourfulness, image_size) + self.feature_flags(
-            features, scores)[0]
+        flags = (header_flags(technical) + image_flags(pixels, colourfulness, image_size)
+                 + self.feature_flags(features, scores)[0])
         return float(self.ood_score(features, scores)[0]), flags
 
     def assess(self, features: Any, pixels: np.ndarray, colourfulness: float,
-               image_size: int = 224) -> list[Flag]:
-        """Every flag for one image: image rules, then the feature-based ones."""
-        return self.judge(features, pixels, colourfulness, image_size)[1]
+               image_size: int = 224, technical: dict[str, Any] | None = None) -> list[Flag]:
+        """Every flag for one image: header and image rules, then the feature-based ones."""
+        return self.judge(features, pixels, colourfulness, image_size, technical)[1]
 
     def flag_rate(self, features: Any) -> float:
         """Fraction of rows the feature-based gate flags (image rules need the images)."""

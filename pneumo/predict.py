@@ -40,7 +40,8 @@ from .heatcheck import OUTSIDE_NOTE, hottest_outside_lungs
 from .imageio import ImageSource, XrayImage, read_image
 from .lungs import note_fields
 from .layers import CAM_LAYER
-from .population import Flag, image_flags
+from .population import (UNLIKE_TRAINING, Flag, header_flags, image_flags,
+                         turned_back_inputs)
 from .preprocess import to_model_input
 
 log = logging.getLogger(__name__)
@@ -233,7 +234,7 @@ class Predictor:
         out = self.backend.forward(batch, cam_rows=1 if cam == "gradcam" else 0)
         probs = self._calibrate(out["logit"])
         return self._result(image, probs, out["gate"][0], self._heatmap(out, 0, x, image, cam),
-                            cam)
+                            cam, x)
 
     def _heatmap(self, out: dict[str, np.ndarray], row: int, x: np.ndarray, image: XrayImage,
                  cam: str) -> np.ndarray | None:
@@ -247,11 +248,11 @@ class Predictor:
         return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / self.temperature))
 
     def _result(self, image: XrayImage, probs: np.ndarray, features: np.ndarray,
-                heatmap: np.ndarray | None, cam: str) -> PredictionResult:
+                heatmap: np.ndarray | None, cam: str, x: np.ndarray) -> PredictionResult:
         probability = float(probs[0])
         spread = float(np.std(probs)) if len(probs) > 1 else 0.0
-        ood, flags = self._population_flags(image, features)
-        population = [f"{f.message} (score {f.score:.3g}, cut-off {f.cutoff:.3g})" for f in flags]
+        ood, flags = self._population_flags(image, features, x)
+        population = [f.text() for f in flags]
         in_population = not flags
         reasons = list(population)
         if abs(probability - self.threshold) < REVIEW_MARGIN:
@@ -275,17 +276,32 @@ class Predictor:
             flags=[f.to_dict() for f in flags], lung_fields=fields,
         )
 
-    def _population_flags(self, image: XrayImage, features: np.ndarray) -> tuple[float, list]:
-        """(ood_score, the gate's flags) for one image."""
+    def _population_flags(self, image: XrayImage, features: np.ndarray,
+                          x: np.ndarray) -> tuple[float, list]:
+        """(ood_score, the gate's flags) for one image (`x`: its model input)."""
         if self.gate_layer:
-            return self.gate.judge(features, image.pixels, image.colourfulness, self.image_size)
+            ood, flags = self.gate.judge(features, image.pixels, image.colourfulness,
+                                         self.image_size, image.technical)
+            return ood, self._name_orientation(flags, features, x)
         # An old bundle's gate (pooled conv5 features): its distance, one generic reason.
-        flags = image_flags(image.pixels, image.colourfulness, self.image_size)
+        flags = (header_flags(image.technical)
+                 + image_flags(image.pixels, image.colourfulness, self.image_size))
         ood = float(self.gate.ood_score(features)[0])
         if ood > 1.0:
-            flags.append(Flag("not_chest_film", "This image is unlike the paediatric frontal "
-                              "chest films the model was trained on.", ood, 1.0))
+            flags.append(Flag("unlike_training", UNLIKE_TRAINING, ood, 1.0))
         return ood, flags
+
+    def _name_orientation(self, flags: list[Flag], features: np.ndarray,
+                          x: np.ndarray) -> list[Flag]:
+        """A film refused only as unlike the training films: is it turned or inverted? One
+        more forward pass of its four turned-back copies answers (`PopulationGate.
+        orientation_flag`); the named orientation then replaces the general words."""
+        codes = {f.code for f in flags}
+        if "unlike_training" not in codes or codes - {"unlike_training", "possibly_adult"}:
+            return flags  # in population, or already named by the header or an image rule
+        copies = self.backend.forward(turned_back_inputs(x), cam_rows=0)["gate"]
+        turned = self.gate.orientation_flag(features, copies)
+        return flags if turned is None else [turned]
 
     # ------------------------------------------------------------------ many images
 
@@ -327,7 +343,7 @@ class Predictor:
         probs = self._calibrate(out["logit"]).reshape(-1, n)
         for k, (i, image, x) in enumerate(pending):
             results[i] = self._result(image, probs[:, k], out["gate"][k],
-                                      self._heatmap(out, k, x, image, cam), cam)
+                                      self._heatmap(out, k, x, image, cam), cam, x)
 
     def probabilities(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Calibrated probabilities of already preprocessed inputs (N, S, S, 3)."""

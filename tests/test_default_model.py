@@ -112,6 +112,37 @@ def test_gate_on_in_population_and_generated_sets(predictor, calibration, shared
         assert len(flagged) >= 5 and np.mean(flagged) >= 0.98, (name, np.mean(flagged))
 
 
+def test_gate_names_what_it_sees_on_turned_inverted_and_dicom_films(predictor, calibration):
+    """Issue 23: rotated films called rotated (not inverted), inverted films inverted (not
+    rotated), CT/MR DICOMs by their modality, each on >= 90%; upright new films never named
+    turned or inverted."""
+    import io
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from pneumo import oodsets
+
+    frame, _ = calibration
+    films = frame.path.tolist()[::6]
+
+    def codes(arrays):
+        return [[f["code"] for f in r.flags] for r in predictor.predict_batch(arrays)]
+
+    rotated = codes([a for _, a in oodsets.rotated_films(films)])
+    inverted = codes([a for _, a in oodsets.inverted_films(films)])
+    assert np.mean([c == ["rotated"] for c in rotated]) >= 0.9, rotated
+    assert np.mean([c == ["inverted"] for c in inverted]) >= 0.9, inverted
+    upright = codes(frame.path.tolist())
+    assert not any({"rotated", "inverted"} & set(c) for c in upright)
+    for name, modality in (("CT_small.dcm", "CT"), ("MR_small.dcm", "MR")):
+        buffer = io.BytesIO()
+        pydicom.dcmread(get_testdata_file(name)).save_as(buffer)
+        result = predictor.predict(buffer.getvalue(), cam="none")
+        assert not result.in_population and result.flags[0]["code"] == "modality"
+        assert f"(DICOM Modality {modality})" in result.flags[0]["message"]
+
+
 def test_gate_adult_detector_across_sources(shared_data):
     """The adult detector fitted on one adult source, measured on the other, both ways: the
     figure the README reports (the shipped gate learned from both)."""

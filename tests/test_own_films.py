@@ -141,8 +141,10 @@ def test_limits_give_clear_errors(monkeypatch):
 
 
 class StubResult:
-    def __init__(self, probability: float, assessed: bool, threshold: float = 0.5):
+    def __init__(self, probability: float, assessed: bool, threshold: float = 0.5,
+                 code: str = "unlike_training"):
         self.probability, self.threshold = probability, threshold
+        self.flags = [] if assessed else [{"code": code, "message": "unlike the training films"}]
         self.in_population = self.assessed = assessed
         self.ood_score = 0.5 if assessed else 3.0
         self.population_reasons = [] if assessed else ["unlike the training films"]
@@ -167,6 +169,8 @@ class StubPredictor:
                 out.append(ImageError("bad: the file is empty"))
             elif src.startswith(b"ood:"):
                 out.append(StubResult(float(src[4:]), False))
+            elif src.startswith(b"turned:"):
+                out.append(StubResult(float(src[7:]), False, code="rotated"))
             else:
                 out.append(StubResult(float(src), True))
         return out
@@ -196,6 +200,29 @@ def test_score_films_keeps_order_counts_gate_and_lists_unreadable():
     expected = roc_auc_score(labels + [0], probs + [0.97])
     assert ev.metrics["auc"] == pytest.approx(expected, abs=1e-12)
     assert not ev.table.set_index("path").loc["photo.png", "assessed"]
+
+
+@pytest.mark.parametrize("prefix, shift", [(b"ood:", True), (b"turned:", False)])
+def test_evaluation_points_to_calibration_when_most_films_are_unlike_the_training_site(
+        prefix, shift):
+    """Issue 23: most of an upload refused only as unlike the training films is a site
+    difference: the summary says so once and points to calibration; refusals for a named
+    reason (here: rotated) are not."""
+    from pneumo.evaluate import evaluate_films, summary_lines
+
+    labels = [0, 1] * 5
+    films = [Film(f"f{i}.png", y, f"P{i}", lambda i=i, y=y: (prefix if i < 7 else b"")
+                  + str(0.2 + 0.6 * y).encode()) for i, y in enumerate(labels)]
+    ev = evaluate_films(StubPredictor(), films, name="site", source="site.zip",
+                        layout="class folders", bootstrap=50)
+    code = "unlike_training" if shift else "rotated"
+    assert ev.metrics["n_not_assessed"] == 7 and ev.metrics["not_assessed_reasons"] == {code: 7}
+    assert ev.metrics["site_shift"] is shift
+    assert list(ev.table["gate_reasons"][:7]) == [code] * 7 and ev.table["gate_reasons"][9] == ""
+    text = "\n".join(summary_lines({**ev.metrics, "model": "stub", "data": "site.zip",
+                                     "threshold_source": "bundle"}))
+    assert f"reason codes: {code} 7" in text
+    assert ("Calibrate the model to your site" in text) is shift
 
 
 def test_errors_at_and_results_csv_at_the_live_threshold():

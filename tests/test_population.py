@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pneumo.errors import BundleError, DataError
-from pneumo.population import PopulationGate, image_flags
+from pneumo.population import (ORIENTATIONS, PopulationGate, header_flags, image_flags,
+                               turned_back_inputs)
 
 D = 16
 
@@ -34,17 +35,74 @@ def test_in_population_flag_rate_follows_the_percentile(gate, worlds):
     assert 0.002 <= gate.flag_rate(worlds["new_children"]) <= 0.02
 
 
-def test_adult_detector_generalises_to_unseen_adults_and_names_them(gate, worlds):
+def test_adult_detector_generalises_to_unseen_adults_and_words_it_as_a_possibility(gate, worlds):
     flags = gate.feature_flags(worlds["adults_b"])
-    assert np.mean([any(f.code == "adult" for f in fl) for fl in flags]) >= 0.9
+    assert np.mean([any(f.code == "possibly_adult" for f in fl) for fl in flags]) >= 0.9
     first = next(fl for fl in flags if fl)[0]
-    assert first.code == "adult" and "adult" in first.message and first.score > first.cutoff
+    assert first.code == "possibly_adult" and first.score > first.cutoff
+    # Never a bare assertion of age: the other possibility (another hospital) is named beside it.
+    assert "possibly an adult" in first.message and "hospital" in first.message
 
 
-def test_far_images_flagged_as_not_a_chest_film(gate, worlds):
+def test_far_images_are_unlike_the_training_films_never_not_a_chest_film(gate, worlds):
     flags = gate.feature_flags(worlds["other"])
-    assert all(any(f.code == "not_chest_film" for f in fl) for fl in flags)
+    assert all(any(f.code == "unlike_training" for f in fl) for fl in flags)
+    message = next(f for f in flags[0] if f.code == "unlike_training").message
+    assert "not validated" in message and "another hospital" in message
     assert np.all(gate.ood_score(worlds["other"]) > 1.0)
+
+
+@pytest.mark.parametrize("back", [0, 1, 2, 3])
+def test_a_far_film_whose_turned_back_copy_is_near_is_named_by_that_turn(gate, worlds, back):
+    """Copies in `ORIENTATIONS[1:]` order: the one that comes back near the children names the
+    film's orientation (rotated with the angle, or inverted)."""
+    film = worlds["other"][0]
+    copies = worlds["other"][1:5].copy()
+    copies[back] = worlds["new_children"][0]
+    flag = gate.orientation_flag(film, copies)
+    name = ORIENTATIONS[1 + back]
+    assert flag is not None and flag.code == ("inverted" if name == "inverted" else "rotated")
+    words = {"rotated_90": "90 degrees clockwise", "rotated_180": "upside down",
+             "rotated_270": "90 degrees anticlockwise", "inverted": "inverted"}[name]
+    assert words in flag.message and flag.score < flag.cutoff
+
+
+def test_a_far_film_that_stays_far_whichever_way_it_is_turned_is_not_named(gate, worlds):
+    assert gate.orientation_flag(worlds["other"][0], worlds["other"][1:5]) is None
+    # An upright adult film: its turned copies are all further away, so no turn is named.
+    assert gate.orientation_flag(worlds["adults_b"][0], worlds["other"][5:9]) is None
+
+
+def test_turned_back_inputs_undo_each_turn_and_the_inversion():
+    rng = np.random.default_rng(3)
+    upright = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    turned = {"rotated_90": np.rot90(upright, -1), "rotated_180": np.rot90(upright, 2),
+              "rotated_270": np.rot90(upright, 1), "inverted": 255 - upright}
+    for k, name in enumerate(ORIENTATIONS[1:]):
+        back = turned_back_inputs(turned[name])
+        assert back.shape == (4, 8, 8, 3) and back.dtype == np.uint8
+        assert np.array_equal(back[k], upright), name
+        assert not any(np.array_equal(back[j], upright) for j in range(4) if j != k), name
+
+
+@pytest.mark.parametrize("tags, code, words", [
+    ({"Modality": "CT"}, "modality", "a CT image (DICOM Modality CT)"),
+    ({"Modality": "MR"}, "modality", "an MR image (DICOM Modality MR)"),
+    ({"Modality": "US"}, "modality", "ultrasound"),
+    ({"Modality": "DX", "ViewPosition": "LL"}, "lateral", "lateral view"),
+    ({"Modality": "CR", "BodyPartExamined": "HAND"}, "body_part", "HAND"),
+])
+def test_dicom_header_names_modality_view_and_body_part(tags, code, words):
+    flags = header_flags(tags)
+    assert [f.code for f in flags] == [code] and words in flags[0].message
+    assert flags[0].score is None and "reason code: " + code in flags[0].text()
+
+
+@pytest.mark.parametrize("tags", [{}, None, {"Modality": "CR", "ViewPosition": "PA",
+                                             "BodyPartExamined": "CHEST"},
+                                  {"Modality": "DX", "ViewPosition": "AP"}, {"Modality": "OT"}])
+def test_dicom_header_of_a_frontal_chest_radiograph_says_nothing(tags):
+    assert header_flags(tags) == []
 
 
 def test_ood_score_above_one_exactly_when_a_feature_flag_fires(gate, worlds):
@@ -76,6 +134,7 @@ def test_save_load_round_trip(gate, worlds, tmp_path):
     again = PopulationGate.load(path)
     rows = np.vstack([worlds["adults_b"][:50], worlds["other"][:20], worlds["val"][:50]])
     assert np.allclose(again.ood_score(rows), gate.ood_score(rows))
+    assert again.feature_flags(rows) == gate.feature_flags(rows)
     assert again.describe() == gate.describe()
     with np.load(path, allow_pickle=False) as data:  # plain arrays, no pickle
         assert "adult_coef" in data.files
@@ -120,6 +179,7 @@ def test_image_rules_name_what_is_wrong(case, pixels, colour, code):
     flags = image_flags(pixels, colour, 224)
     assert code in [f.code for f in flags], case
     assert all(f.message and np.isfinite(f.score) for f in flags)
+    assert all(f"reason code: {f.code}; score" in f.text() for f in flags)
 
 
 def test_image_rules_pass_a_film_shaped_image():
