@@ -93,8 +93,8 @@ ORIENTATION_WORDS = {
                  "air bright): export it with the usual grey scale and upload it again."),
 }
 UNLIKE_TRAINING = ("This film is unlike the films the model was trained and checked on (another "
-                   "hospital or scanner, another age group, or another view, or not a frontal "
-                   "chest radiograph at all): its score is not validated.")
+                   "hospital or scanner, another age group, or another view): its score is not "
+                   "validated.")
 POSSIBLY_ADULT = ("This is possibly an adult chest film, or a child's film from a hospital or "
                   "scanner the model has not seen: the model is validated for children aged "
                   "1-5 of one hospital.")
