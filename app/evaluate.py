@@ -307,6 +307,16 @@ def _results(ev, bundle) -> None:
     st.caption(f"{ev.caption()}, in {ev.seconds:.0f} s.")
     _problems(ev)
     metrics = ev.metrics
+    kept = ev.table
+    n_seen = metrics.get("n_seen", 0)
+    if n_seen:
+        from pneumo.evaluate import SEEN_WARNING
+
+        how = ", ".join(f"{n} {kind}" for kind, n in (metrics.get("seen") or {}).items())
+        st.warning(SEEN_WARNING.format(n=n_seen, total=ev.n, how=how), icon=":material/visibility:")
+        if st.toggle(f"Leave out the {n_seen} film(s) this model learned from", value=True,
+                     key="eval_drop_seen"):
+            kept = kept[kept["seen"].astype(str) == ""]
     n_out = metrics.get("n_not_assessed", 0)
     if n_out:
         left_out = st.toggle(f"Leave out the {n_out} film(s) the gate flags as outside the "
@@ -320,10 +330,15 @@ def _results(ev, bundle) -> None:
             from pneumo.evaluate import SITE_SHIFT_ADVICE
 
             st.warning(SITE_SHIFT_ADVICE.format(n=n_out), icon=":material/domain:")
-        kept = ev.table[ev.table["assessed"].astype(bool)]
-        if left_out and not kept.empty and kept["label"].nunique() == 2:
+        if left_out:
+            kept = kept[kept["assessed"].astype(bool)]
+    if len(kept) < ev.n:
+        if kept.empty or kept["label"].nunique() < 2:
+            st.error("Too few films are left, with both classes, to compute figures: showing "
+                     "them on all films.")
+        else:
             metrics = summarise(kept, ev.threshold)
-            st.caption(f"Figures below: the {len(kept)} assessed films only.")
+            st.caption(f"Figures below: {len(kept)} of the {ev.n} films.")
     _headline(ev, bundle, metrics)
     _evidence(metrics)
     st.page_link("app/confusion.py", label="Open these films on the metric pages (Confusion "

@@ -465,6 +465,26 @@ def write_audit(out: str | Path, result: AuditResult) -> Path:
     return out
 
 
+def record_in_bundle(bundle: str | Path, summary: dict[str, Any]) -> None:
+    """Keep an audit's summary (figures only: no film names) in the bundle's metrics.json as
+    `evidence_audit`, refresh the hashes and rewrite a library-written MODEL_CARD.md."""
+    import json
+
+    from .bundle import json_ready, read_manifest, refresh_hashes, write_json
+    from .fileio import atomic_write_text
+    from .modelcard import model_card, written_by_library
+
+    bundle = Path(bundle)
+    metrics = json.loads((bundle / "metrics.json").read_text())
+    metrics["evidence_audit"] = json_ready({k: v for k, v in summary.items()
+                                            if k not in ("unreadable", "films")})
+    write_json(bundle / "metrics.json", metrics)
+    card = bundle / "MODEL_CARD.md"
+    if card.is_file() and written_by_library(card.read_text()):
+        atomic_write_text(card, model_card(read_manifest(bundle, verify=False), metrics))
+    refresh_hashes(bundle)
+
+
 def _ci(block: dict[str, Any], key: str) -> str:
     lo, hi = block.get(f"{key}_ci", [None, None])
     if lo is None or not np.isfinite(lo):

@@ -146,6 +146,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
                    bootstrap=args.bootstrap)
     if args.out:
         write_audit(args.out, result)
+    if args.record:
+        from .audit import record_in_bundle
+
+        record_in_bundle(args.model, result.summary)
     for line in summary_lines(result.summary):
         print(line)
     print(json.dumps(json_ready(result.summary)))
@@ -233,4 +237,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--edges", action="store_true", help="markers at the edges too, not only "
                    "the corners")
     p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--record", action="store_true", help="store the summary (no per-film rows) "
+                   "in the bundle's metrics.json, for its model card and the app")
     p.set_defaults(func=cmd_audit)

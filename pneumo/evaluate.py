@@ -31,7 +31,7 @@ from .uploads import Film, Item
 
 CHUNK = 32  # films per model call: the progress moves once per chunk
 COLUMNS = ["path", "patient_id", "label", "probability", "assessed", "ood_score", "gate_reasons",
-           "mass_inside", "hot_inside"]
+           "mass_inside", "hot_inside"]  # evaluate_films adds "seen" (how the model used it)
 # Gate reasons that say "this site's films differ" rather than "this is not a film to judge".
 SITE_SHIFT_CODES = ("unlike_training", "possibly_adult")
 SITE_SHIFT_SHARE = 0.5  # above this share of refusals for those reasons, point to calibration
@@ -170,6 +170,67 @@ def gate_summary(table: pd.DataFrame) -> dict[str, Any]:
             "n_site_shift": int(shift_only)}
 
 
+# How a bundle used a film it records, by the file's name (Kermany's names are unique across the
+# training folder and the official test split: checked on all 5,216 + 328 + 16).
+LEARNED_FROM = {"train": "training", "val": "validation (threshold)",
+                "site": "site calibration"}
+
+
+def seen_by_bundle(directory: str | Path | None) -> dict[str, str]:
+    """File name -> how the bundle at `directory` learned from it: its training and validation
+    films (`split.csv`) and the site films it was calibrated on (`site_predictions.csv`).
+    Its internal test films were never learned from and are not listed."""
+    seen: dict[str, str] = {}
+    if directory is None:
+        return seen
+    directory = Path(directory)
+    for file, column, value in (("split.csv", "split", None),
+                                ("site_predictions.csv", None, "site")):
+        path = directory / file
+        if not path.is_file():
+            continue
+        try:
+            frame = pd.read_csv(path)
+        except (OSError, ValueError, pd.errors.ParserError):
+            continue  # a damaged record must not stop an evaluation
+        if "path" not in frame:
+            continue
+        kinds = frame[column] if column in frame else [value] * len(frame)
+        for film, kind in zip(frame["path"], kinds):
+            if kind in LEARNED_FROM:
+                seen.setdefault(_film_name(film), LEARNED_FROM[kind])
+    return seen
+
+
+def seen_column(paths: pd.Series, seen: dict[str, str]) -> list[str]:
+    """Per film of an evaluation: how the bundle learned from it, or ""."""
+    return [seen.get(_film_name(p), "") for p in paths]
+
+
+def _film_name(path: Any) -> str:
+    """The file name of a path written on any system (a Windows path has backslashes)."""
+    return str(path).replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def seen_summary(table: pd.DataFrame, threshold: float, bootstrap: int) -> dict[str, Any]:
+    """How many of the films the model learned from, by how, and the figures without them
+    (when both classes remain): the honest ones."""
+    seen = table["seen"].astype(str)
+    counts = {kind: int((seen == kind).sum()) for kind in LEARNED_FROM.values()
+              if (seen == kind).any()}
+    out: dict[str, Any] = {"n_seen": int((seen != "").sum()), "seen": counts}
+    unseen = table[seen == ""]
+    if out["n_seen"] and len(unseen) and unseen["label"].nunique() == 2:
+        out["without_seen"] = summary_metrics(unseen["label"].to_numpy(),
+                                              unseen["probability"].to_numpy(), threshold,
+                                              n_boot=bootstrap)
+    return out
+
+
+SEEN_WARNING = ("{n} of these {total} films were used to fit this model ({how}): figures on "
+                "them overstate how it does on new films.")
+
+
 SITE_SHIFT_ADVICE = ("Most of these films are refused only because they are unlike the "
                      "training hospital's films (another hospital or scanner): that is a "
                      "site difference, not {n} bad films. Calibrate the model to your site "
@@ -192,7 +253,9 @@ def evaluate_films(predictor, films: Sequence[Film], *, name: str, source: str, 
                         + (f" (first problem: {failed[0].name}: {failed[0].error})"
                            if failed else ""))
     cut = predictor.threshold if threshold is None else float(threshold)
+    table["seen"] = seen_column(table["path"], seen_by_bundle(predictor.directory))
     metrics = summarise(table, cut, bootstrap)
+    metrics.update(seen_summary(table, cut, bootstrap))
     return Evaluation(name=name, source=source, layout=layout, model=predictor.name,
                       model_path=str(predictor.directory), threshold=cut, table=table,
                       problems=failed, metrics=metrics,
@@ -265,11 +328,16 @@ def results_csv(table: pd.DataFrame, threshold: float) -> bytes:
     return out.to_csv(index=False).encode()
 
 
+def ci_of(metrics: dict[str, Any], key: str) -> str:
+    """" (95% CI lo-hi)" of one metric, or "" when there is none."""
+    lo, hi = metrics.get(f"{key}_ci", [None, None])
+    return f" (95% CI {lo:.3f}-{hi:.3f})" if lo is not None and np.isfinite(lo) else ""
+
+
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
     """The human-readable summary printed before the JSON line."""
     def ci(key):
-        lo, hi = metrics.get(f"{key}_ci", [None, None])
-        return f" (95% CI {lo:.3f}-{hi:.3f})" if lo is not None and np.isfinite(lo) else ""
+        return ci_of(metrics, key)
 
     (tn, fp), (fn, tp) = metrics["confusion_matrix"]
     lines = [
@@ -291,6 +359,15 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
                      + (f" (reason codes: {reasons})" if reasons else ""))
     if metrics.get("site_shift"):
         lines.append(SITE_SHIFT_ADVICE.format(n=metrics["n_not_assessed"]))
+    if metrics.get("n_seen"):
+        how = ", ".join(f"{n} {kind}" for kind, n in metrics["seen"].items())
+        lines.append("WARNING: " + SEEN_WARNING.format(n=metrics["n_seen"], total=metrics["n"],
+                                                       how=how))
+        clean = metrics.get("without_seen")
+        if clean:
+            lines.append(f"without them ({clean['n']} films): AUC {clean['auc']:.4f}{ci_of(clean, 'auc')}"
+                         f"   sensitivity {clean['sensitivity']:.4f}   specificity "
+                         f"{clean['specificity']:.4f}")
     evidence = metrics.get("evidence") or {}
     if evidence.get("n"):
         lo, hi = evidence["mass_inside_ci"]

@@ -262,6 +262,41 @@ A refused image gets no verdict ("NOT ASSESSED").
 {false_alarms}"""
 
 
+def _evidence_section(metrics: dict[str, Any]) -> str:
+    """Where the heatmaps lie and what moves the decision (`pneumo audit --record`)."""
+    audit = metrics.get("evidence_audit")
+    if not audit:
+        return ("## Where the evidence lies\nNot measured for this bundle: run `python -m pneumo "
+                "audit --model BUNDLE --data FILMS --record`.\n\n")
+    clean, heat = audit.get("clean", {}), audit.get("heatmap", {})
+    markers, ref = audit.get("markers", {}), audit.get("reference_marker") or {}
+    occ = audit.get("occlusion", {})
+    rows = [f"| share of Grad-CAM mass inside the lung fields (a map spread evenly: 0.43) | "
+            f"{format_number(heat.get('mass_inside'), 3)}{_ci(heat, 'mass_inside', False)} |",
+            f"| films whose hottest 5% lies mostly inside | {_pct(heat.get('hot_inside'))}"
+            f"{_ci(heat, 'hot_inside')} |"]
+    if markers.get("n_pairs"):
+        rows.append(f"| decisions flipped by a burned-in marker pasted at a corner "
+                    f"({markers['n_pairs']} random film x marker pairs) | "
+                    f"{_pct(markers.get('flip_rate'))}{_ci(markers, 'flip_rate')} |")
+    if ref:
+        rows.append(f"| decisions flipped by \"A-P\" at the top left | "
+                    f"{_pct(ref.get('flip_rate'))}{_ci(ref, 'flip_rate')} |")
+    for key, words in (("lungs_filled", "AUC with the lung fields filled with grey (chance: "
+                        "0.5)"), ("outside_filled", "AUC with everything but the lungs filled")):
+        if key in occ:
+            rows.append(f"| {words} | {format_number(occ[key].get('auc'), 3)}"
+                        f"{_ci(occ[key], 'auc', False)} |")
+    return f"""## Where the evidence lies
+`python -m pneumo audit` on {audit.get('data', 'films')} (n = {clean.get('n')}; the served
+model, Grad-CAM, one view; lung fields: the fixed two-ellipse template of `pneumo.heatcheck`,
+43% of the frame). The heatmap is the model's own attribution, never masked towards the lungs.
+
+| measure | value |
+|---|---|
+""" + "\n".join(rows) + "\n\n"
+
+
 def _parity_table(info: dict[str, Any]) -> str:
     rows = []
     for name, r in (info.get("parity") or {}).items():
@@ -388,7 +423,7 @@ Input: a grayscale film squashed to {manifest.get('image_size')} px and passed o
 quality 75, like the training films. Served by the {point.model} at threshold
 {point.threshold:.4f}, temperature T = {point.temperature:.3f} ({point.source}).
 
-{_serving_section(manifest, metrics, point)}## Training data
+{_evidence_section(metrics)}{_serving_section(manifest, metrics, point)}## Training data
 Kermany/Mendeley "Chest X-Ray Images (Pneumonia)" `train/` split (CC BY 4.0), split **by
 patient** into train / validation / test (seed {manifest.get('training_data', {}).get('seed')}):
 

@@ -245,3 +245,32 @@ def test_cli_audit_writes_its_files(tiny_bundle, synthetic_data, tmp_path):
     assert len(table) == 7 and table[0].startswith("path,patient_id,label,probability")
     assert json.loads(proc.stdout.strip().splitlines()[-1])["n"] == 6
     assert "mass inside" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_recorded_audit_reaches_the_model_card(tiny_bundle, synthetic_data, tmp_path):
+    """`pneumo audit --record`: the summary (no film names) lands in metrics.json with the
+    hashes refreshed, and the model card's evidence section shows this run's figures."""
+    import shutil
+
+    from pneumo.audit import record_in_bundle
+    from pneumo.bundle import read_manifest
+    from pneumo.modelcard import model_card
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    result = audit(bundle, synthetic_data, limit=6, seed=1, markers_per_film=2, bootstrap=20)
+    before = model_card(read_manifest(bundle), json.loads((bundle / "metrics.json").read_text()))
+    assert "Not measured for this bundle" in before
+    record_in_bundle(bundle, result.summary)
+    manifest = read_manifest(bundle, verify=True)  # the hashes still hold
+    metrics = json.loads((bundle / "metrics.json").read_text())
+    recorded = metrics["evidence_audit"]
+    assert recorded["heatmap"]["mass_inside"] == pytest.approx(
+        result.summary["heatmap"]["mass_inside"])
+    assert not any(str(p) in json.dumps(recorded) for p in result.table["path"])
+    card = model_card(manifest, metrics)
+    section = card.split("## Where the evidence lies")[1].split("\n## ")[0]
+    from pneumo.modelcard import format_number
+
+    assert f"| {format_number(result.summary['heatmap']['mass_inside'], 3)}" in section
+    assert f"n = {result.summary['clean']['n']}" in section

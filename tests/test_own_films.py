@@ -477,3 +477,36 @@ def test_several_zips_uploaded_together_make_one_set():
                          ("c.png", b"3")])
     assert names(up) == [("part1.zip/NORMAL/a.png", 0), ("part2.zip/PNEUMONIA/b.png", 1)]
     assert up.source == "part1.zip, part2.zip, c.png" and "no label" in problems(up)["c.png"]
+
+
+def test_evaluation_knows_the_films_the_model_learned_from(tmp_path):
+    """Issue 19 (4): films in the bundle's split.csv (train/val) or site_predictions.csv are
+    counted by how they were used, warned about, and the figures without them are given; its
+    internal test films are not "seen" (never learned from)."""
+    from pneumo.evaluate import evaluate_films, summary_lines
+
+    labels = [0, 1] * 10
+    probs = [0.9 if y else 0.1 for y in labels]
+    probs[:4] = [0.6, 0.4, 0.6, 0.4]  # the 4 seen films are the ones it gets wrong
+    films = stub_films(probs, labels)
+    pd.DataFrame({"path": ["../x/train/NORMAL/f0.png", "../x/train/PNEUMONIA/f1.png",
+                           "../x/train/NORMAL/f4.png"],
+                  "label": [0, 1, 0], "patient_id": ["P0", "P1", "P4"],
+                  "split": ["train", "val", "test"]}).to_csv(tmp_path / "split.csv", index=False)
+    pd.DataFrame({"path": ["C:\\site\\NORMAL\\f2.png", "/site/PNEUMONIA/f3.png"],
+                  "label": [0, 1], "patient_id": ["P2", "P3"]}).to_csv(
+        tmp_path / "site_predictions.csv", index=False)
+    stub = StubPredictor()
+    stub.directory = tmp_path
+    ev = evaluate_films(stub, films, name="mine", source="mine.zip", layout="class folders",
+                        bootstrap=50)
+    m = ev.metrics
+    assert m["n_seen"] == 4 and m["seen"] == {"training": 1, "validation (threshold)": 1,
+                                              "site calibration": 2}
+    assert list(ev.table["seen"][:5]) == ["training", "validation (threshold)",
+                                          "site calibration", "site calibration", ""]
+    assert m["accuracy"] == pytest.approx(16 / 20) and m["without_seen"]["n"] == 16
+    assert m["without_seen"]["accuracy"] == 1.0
+    text = "\n".join(summary_lines({**m, "model": "stub", "data": "mine", "threshold_source": "b"}))
+    assert "WARNING: 4 of these 20 films were used to fit this model" in text
+    assert "without them (16 films)" in text
