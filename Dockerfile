@@ -2,6 +2,8 @@
 # Serves models/default (shipped in the repo) with LiteRT: the light install
 # (requirements-serve.txt) has no TensorFlow, so the image is small and starts in seconds.
 # Grad-CAM++ / Score-CAM, training and calibration need requirements.txt instead.
+# PNEUMO_SERVING=public (also the default when unset): nothing a visitor does is written to the
+# models folder or shown to another visitor; a workstation sets PNEUMO_SERVING=workstation.
 # Mount other bundles (each with model.tflite: python -m pneumo export --format litert) with
 #   docker run -p 8501:8501 -v /path/to/bundles:/models -e PNEUMO_MODELS_DIR=/models pneumo
 FROM python:3.11-slim
@@ -11,7 +13,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
-    PNEUMO_RUNTIME=litert
+    PNEUMO_RUNTIME=litert \
+    PNEUMO_SERVING=public
 
 WORKDIR /app
 

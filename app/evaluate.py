@@ -200,86 +200,172 @@ def _gallery(ev, bundle, threshold: float) -> None:
 
 
 def calibrate_available() -> bool:
-    """Whether `pneumo.calibrate` (the `pneumo calibrate` command's library) is installed."""
+    """Whether this installation can calibrate: `pneumo calibrate` runs in a subprocess and
+    needs TensorFlow there (the light serving install has none)."""
     try:
-        return importlib.util.find_spec("pneumo.calibrate") is not None
+        return importlib.util.find_spec("tensorflow") is not None
     except (ImportError, ValueError):
         return False
 
 
+HEAVY_JOBS_PER_HOUR = 3  # per browser session
+ADAPT_CHOICES = {"Threshold and temperature only (the model is unchanged)": "none",
+                 "Also refit the last layer on these films": "head"}
+
+
 def _calibrate_offer(ev, bundle) -> None:
-    """Fit a threshold to these films as a *new* bundle (only when `pneumo calibrate` exists)."""
+    """Fit a threshold to these films as a *new* bundle (only where `pneumo calibrate` runs)."""
     if not calibrate_available():
         return
-    with st.expander("Fit a threshold to these films (writes a new bundle)"):
-        st.caption("Writes a new bundle beside the active one; the active bundle is never "
-                   "changed. Figures of the new bundle on these same films are no longer an "
-                   "independent test.")
+    public = state.serving_mode() == "public"
+    with st.expander("Fit a threshold to these films (a new bundle)"):
+        st.caption(("This server is public: the new bundle stays with your session (a ZIP to "
+                    "download); nothing is written to the server's models or shown to other "
+                    "visitors." if public else "Writes a new bundle beside the active one.")
+                   + " The active bundle is never changed. Figures of the new bundle on these "
+                   "same films are no longer an independent test: the ones shown are "
+                   "cross-validated by patient.")
+        how = st.radio("What to fit", list(ADAPT_CHOICES), key="cal_adapt")
         policy = st.selectbox("Policy", ["sensitivity", "youden", "cost"], key="cal_policy")
         target = st.number_input("Target sensitivity", 0.5, 0.999, 0.95, 0.01,
                                  key="cal_target", disabled=policy != "sensitivity")
         default = f"{bundle.path.name}-cal-{dt.datetime.now().strftime('%Y%m%d-%H%M')}"
         name = st.text_input("New bundle name", default, key="cal_name")
-        if st.button("Write the new bundle", key="cal_go"):
-            _calibrate(ev, bundle, name, policy, target)
+        if st.button("Fit the new bundle", key="cal_go"):
+            _calibrate(ev, bundle, name, policy, target, ADAPT_CHOICES[how], public)
+        fitted = st.session_state.get("fitted_bundle")
+        if fitted and public:
+            st.download_button(f"Download {fitted['name']} (ZIP)", fitted["zip"],
+                               file_name=f"{fitted['name']}.zip", mime="application/zip",
+                               key="cal_download", icon=":material/download:")
 
 
 def write_site_manifest(ev, folder: str | Path) -> Path:
     """The films of `ev` that were scored, as files plus a CSV manifest `path,label,patient_id`
-    in `folder` (what `pneumo calibrate` reads; patients kept, so its CV groups them)."""
+    in `folder` (what `pneumo calibrate` reads). No identifier leaves the upload: files are
+    renamed by number and patients pseudonymised (the same patient keeps one pseudonym, so
+    the cross-validation still groups by patient)."""
     scored = set(ev.table["path"])
-    rows = []
+    rows, pseudonyms = [], {}
     for k, film in enumerate(f for f in ev.films if f.name in scored):
         src = film.source()
         data = src if isinstance(src, bytes) else Path(src).read_bytes()
         target = Path(folder) / "films" / f"{k:05d}{Path(film.name).suffix.lower()}"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-        rows.append((target.relative_to(folder).as_posix(), film.label, film.patient_id))
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", ev.name)[:60] or "site"
-    manifest = Path(folder) / f"{stem}.csv"
+        patient = pseudonyms.setdefault(str(film.patient_id), f"patient-{len(pseudonyms):05d}")
+        rows.append((target.relative_to(folder).as_posix(), film.label, patient))
+    manifest = Path(folder) / "site.csv"
     pd.DataFrame(rows, columns=["path", "label", "patient_id"]).to_csv(manifest, index=False)
     return manifest
 
 
-def _calibrate(ev, bundle, name: str, policy: str, target: float) -> None:
+def _recent_jobs() -> list[float]:
+    now = dt.datetime.now().timestamp()
+    jobs = [t for t in st.session_state.get("heavy_jobs", []) if now - t < 3600]
+    st.session_state["heavy_jobs"] = jobs
+    return jobs
+
+
+def _calibrate(ev, bundle, name: str, policy: str, target: float, adapt: str,
+               public: bool) -> None:
+    import json
+    import shutil
     import tempfile
 
-    from pneumo.calibrate import calibrate_bundle
+    from pneumo.jobs import run_heavy
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name or ""):
         st.error("Name the bundle with letters, digits, '.', '_' or '-' (up to 64).")
         return
-    out = state.models_root() / name
-    if state.models_root().joinpath("manifest.json").is_file() or out.exists():
+    if len(_recent_jobs()) >= HEAVY_JOBS_PER_HOUR:
+        st.error(f"At most {HEAVY_JOBS_PER_HOUR} fits per hour per session on this server: "
+                 "try again later.")
+        return
+    out = None if public else state.models_root() / name
+    if out is not None and (state.models_root().joinpath("manifest.json").is_file()
+                            or out.exists()):
         st.error(f"`{out}` exists (or the models folder is a single bundle): choose another "
                  "name.")
         return
+    st.session_state["heavy_jobs"] = _recent_jobs() + [dt.datetime.now().timestamp()]
+    status = st.empty()
+    tmp = Path(tempfile.mkdtemp(prefix="pneumo-fit-"))
     try:
-        with tempfile.TemporaryDirectory() as tmp, st.spinner(
-                f"Calibrating on {ev.n} films (loads the model, cross-validates)…"):
-            summary = calibrate_bundle(bundle.path, write_site_manifest(ev, tmp), out,
-                                       policy=policy, target_sensitivity=target,
-                                       source=f"uploaded in the dashboard: {ev.name}")
-    except (PneumoError, OSError) as exc:
+        target_dir = out or tmp / name
+        args = ["calibrate", "--model", str(bundle.path), "--data",
+                str(write_site_manifest(ev, tmp / "site")), "--out", str(target_dir),
+                "--adapt", adapt, "--policy", policy, "--target-sensitivity", str(target)]
+        result = run_heavy(
+            args,
+            on_wait=lambda s: status.info(f"Another fit is running on this server; yours "
+                                          f"starts when it ends (waiting {s:.0f} s)."),
+            on_tick=lambda s, line: status.info(f"Fitting on {ev.n} films in a separate "
+                                                f"process ({s:.0f} s): {line or 'starting'}"))
+        status.empty()
+        if result.timed_out or result.returncode != 0:
+            reason = "it ran too long" if result.timed_out else _last_error(result.stderr)
+            st.error(f"Calibration failed: {reason}. The active bundle is unchanged.")
+            return
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        if public:
+            st.session_state["fitted_bundle"] = {"name": name, "zip": _zip_folder(target_dir)}
+            st.success(f"New bundle **{name}** fitted in {result.ran_s:.0f} s: download it "
+                       "below (it is kept with your session only).")
+        else:
+            st.success(f"New bundle written to `{out}`: pick **{name}** in the sidebar. The "
+                       "active bundle is unchanged.")
+    except (PneumoError, OSError, ValueError) as exc:
         st.error(f"Calibration failed: {verdict.user_message(exc)}")
         return
-    except Exception as exc:  # keep serving; the active bundle is untouched either way
-        logging.getLogger(__name__).exception("calibration failed")
-        st.error(f"Calibration failed ({type(exc).__name__}); the active bundle is unchanged.")
-        return
-    st.success(f"New bundle written to `{out}`: pick **{name}** in the sidebar. The active "
-               "bundle is unchanged.")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # films, manifest and (public) the bundle
+    _fit_report(ev, summary, target if policy == "sensitivity" else None)
+
+
+def _last_error(stderr: str) -> str:
+    """The job's own error line ("pneumo: error: ..."), never a traceback."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("pneumo: error:"):
+            return line[len("pneumo: error:"):].strip()
+    return "the calibration process stopped with an error (see the server log)"
+
+
+def _zip_folder(folder: Path) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, f"{folder.name}/{path.relative_to(folder).as_posix()}")
+    return buffer.getvalue()
+
+
+def _fit_report(ev, summary: dict, target: float | None) -> None:
+    """The new bundle beside the active one, on the same films: the active model as it is
+    (nothing learned from them), the new one cross-validated by patient."""
     site = summary.get("site") or {}
-    if site.get("n"):
-        fmt, ci = formatting.fmt, formatting.fmt_ci
-        st.markdown(
-            f"New threshold **{fmt(summary.get('threshold'), 4)}** (temperature "
-            f"{fmt(summary.get('temperature'), 3)}). Cross-validated on these {site['n']} films "
-            f"(grouped by {site.get('grouped_by', 'patient')}; each fold fitted on the others): "
-            f"AUC {fmt(site.get('auc'))}{ci(site.get('auc_ci'))}, sensitivity "
-            f"{fmt(site.get('sensitivity'))}{ci(site.get('sensitivity_ci'))}, specificity "
-            f"{fmt(site.get('specificity'))}{ci(site.get('specificity_ci'))}.")
+    if not site.get("n"):
+        return
+    fmt, ci = formatting.fmt, formatting.fmt_ci
+    active = ev.metrics
+    rows = [("threshold", fmt(ev.threshold, 4), fmt(summary.get("threshold"), 4))]
+    for key in ("auc", "sensitivity", "specificity", "accuracy"):
+        rows.append((key if key != "auc" else "AUC",
+                     fmt(active.get(key)) + ci(active.get(f"{key}_ci")),
+                     fmt(site.get(key)) + ci(site.get(f"{key}_ci"))))
+    st.markdown(f"On these {site['n']} films (new bundle: each fold fitted on the other "
+                f"patients, grouped by {site.get('grouped_by', 'patient')}):")
+    st.table(pd.DataFrame(rows, columns=["", "active bundle, as it is", "new bundle, "
+                                         "cross-validated"]).set_index(""))
+    if target is not None and site.get("sensitivity") is not None \
+            and site["sensitivity"] < target:
+        st.warning(f"The target sensitivity {target:.2f} was missed: cross-validated "
+                   f"sensitivity {fmt(site['sensitivity'])}. Too few films of one class, or "
+                   "films the model separates poorly; read the figures above before using it.")
     with st.expander("Everything `pneumo calibrate` reported"):
         st.json(summary)
 
@@ -307,7 +393,7 @@ def _results(ev, bundle) -> None:
     st.caption(f"{ev.caption()}, in {ev.seconds:.0f} s.")
     _problems(ev)
     metrics = ev.metrics
-    kept = ev.table
+    kept, dropped = ev.table, []
     n_seen = metrics.get("n_seen", 0)
     if n_seen:
         from pneumo.evaluate import SEEN_WARNING
@@ -317,10 +403,11 @@ def _results(ev, bundle) -> None:
         if st.toggle(f"Leave out the {n_seen} film(s) this model learned from", value=True,
                      key="eval_drop_seen"):
             kept = kept[kept["seen"].astype(str) == ""]
+            dropped.append(f"without the {n_seen} the model learned from")
     n_out = metrics.get("n_not_assessed", 0)
     if n_out:
         left_out = st.toggle(f"Leave out the {n_out} film(s) the gate flags as outside the "
-                             "model's population", key="eval_drop_unassessed")
+                             "model's population", key="eval_drop_unassessed", value=True)
         reasons = ", ".join(f"`{code}` {n}" for code, n in
                             sorted((metrics.get("not_assessed_reasons") or {}).items()))
         st.caption(f"{n_out} of the {ev.n} films are outside the model's population: Predict "
@@ -332,13 +419,15 @@ def _results(ev, bundle) -> None:
             st.warning(SITE_SHIFT_ADVICE.format(n=n_out), icon=":material/domain:")
         if left_out:
             kept = kept[kept["assessed"].astype(bool)]
+            dropped.append("the assessed films only")
     if len(kept) < ev.n:
         if kept.empty or kept["label"].nunique() < 2:
             st.error("Too few films are left, with both classes, to compute figures: showing "
                      "them on all films.")
         else:
             metrics = summarise(kept, ev.threshold)
-            st.caption(f"Figures below: {len(kept)} of the {ev.n} films.")
+            st.caption(f"Figures below: {len(kept)} of the {ev.n} films, "
+                       + " and ".join(dropped) + ".")
     _headline(ev, bundle, metrics)
     _evidence(metrics)
     st.page_link("app/confusion.py", label="Open these films on the metric pages (Confusion "

@@ -79,6 +79,11 @@ def _not_assessed(result) -> bool:
     st.error(f"### :material/block: {verdict.NOT_ASSESSED_LABEL}\n\n"
              "The model cannot judge this image, so it gives **no result**:\n\n"
              + "\n".join(f"- {r}" for r in verdict.population_reasons(result)))
+    scores = [f"{f['code']}: score {f['score']:.3g}, cut-off {f['cutoff']:.3g}"
+              for f in getattr(result, "flags", []) or []
+              if f.get("score") is not None and f.get("cutoff") is not None]
+    if scores:
+        st.caption("For the curious, the gate's scores: " + "; ".join(scores) + ".")
     show = st.toggle("Show the model's score anyway (not valid for this image)",
                      key="show_unassessed",
                      help="For checking the gate only. The score of an image outside the "

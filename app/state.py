@@ -40,6 +40,25 @@ def models_root() -> Path:
     return Path(os.environ.get("PNEUMO_MODELS_DIR") or REPO / "models").expanduser()
 
 
+SERVING_MODES = ("public", "workstation")
+
+
+def serving_mode() -> str:
+    """"public" (the default, and the Docker image's): nothing a visitor does is written to
+    the models folder or shown to another visitor; "workstation": a fitted bundle is written
+    beside the others. Set by the operator: PNEUMO_SERVING=workstation, or
+    `streamlit run streamlit_app.py -- --serving workstation`."""
+    import sys
+
+    args = sys.argv[1:]
+    if "--serving" in args[:-1]:
+        chosen = args[args.index("--serving") + 1]
+    else:
+        chosen = os.environ.get("PNEUMO_SERVING", "public")
+    chosen = chosen.strip().lower()
+    return chosen if chosen in SERVING_MODES else "public"
+
+
 def find_bundles() -> list[Path]:
     """Bundle folders, `default` first; $PNEUMO_MODELS_DIR may name a bundle or a parent."""
     root = models_root()

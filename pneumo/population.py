@@ -134,12 +134,15 @@ class Flag:
         return {"code": self.code, "message": self.message, **rounded}
 
     def text(self) -> str:
-        """The message with its code (and score and cut-off, for the curious): what the app,
-        the report and the Batch CSV show."""
-        detail = f"reason code: {self.code}"
-        if self.score is not None and self.cutoff is not None:
-            detail += f"; score {self.score:.3g}, cut-off {self.cutoff:.3g}"
-        return f"{self.message} ({detail})"
+        """The message with its code: what the app, the report and the Batch CSV show (raw
+        scores are for the curious: `detail`, and `to_dict` in the CLI's JSON)."""
+        return f"{self.message} (reason code: {self.code})"
+
+    def detail(self) -> str:
+        """Code, score and cut-off in a few words ("" for a fact read from the file)."""
+        if self.score is None or self.cutoff is None:
+            return ""
+        return f"{self.code}: score {self.score:.3g}, cut-off {self.cutoff:.3g}"
 
 
 def header_flags(technical: dict[str, Any] | None) -> list[Flag]:

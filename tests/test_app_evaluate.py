@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -233,35 +234,45 @@ def test_no_surface_shows_a_class_label_for_a_flagged_image(serve, tiny_bundle, 
 # ----------------------------------------------------------------------------- calibrate offer
 
 
-def test_calibrate_offer_writes_a_new_bundle_never_the_active_one(serve, tiny_bundle,
-                                                                    synthetic_data, tmp_path,
-                                                                    monkeypatch):
-    """With a stand-in `pneumo.calibrate` (the real one arrives with `pneumo calibrate`): the
-    page offers it, hands it every film in class folders and a new folder under the models
-    folder, and the active bundle is untouched."""
-    import importlib.machinery
-    import types
+def _fake_job(calls):
+    """A stand-in for `pneumo.jobs.run_heavy`: checks what the page hands `pneumo calibrate`
+    (every film, numbered, patients pseudonymised), then copies the bundle as the new one."""
+    from pneumo.datasets import discover
+    from pneumo.jobs import JobResult
 
-    calls = []
-
-    def calibrate_bundle(model_dir, data, out_dir, policy="sensitivity",
-                         target_sensitivity=0.95, source=None):
-        assert source and "uploaded" in source  # provenance names the upload, not a temp file
-        from pneumo.datasets import discover
-
-        frame = discover(data, "evaluate")  # what the real one reads
+    def run_heavy(args, on_wait=None, on_tick=None, timeout_s=0):
+        opts = dict(zip(args[1::2], args[2::2]))
+        frame = discover(opts["--data"], "evaluate")  # what the real command reads
         assert all(Path(p).is_file() for p in frame["path"])
-        calls.append({"model": Path(model_dir), "out": Path(out_dir), "policy": policy,
+        assert all(re.fullmatch(r"\d{5}\.png", Path(p).name) for p in frame["path"])
+        assert all(re.fullmatch(r"patient-\d{5}", str(g)) for g in frame["patient_id"])
+        calls.append({"model": Path(opts["--model"]), "out": Path(opts["--out"]),
+                      "adapt": opts["--adapt"], "policy": opts["--policy"],
                       "normal": int((frame["label"] == 0).sum()),
                       "pneumonia": int((frame["label"] == 1).sum()),
-                      "patients": frame["patient_id"].nunique()})
-        shutil.copytree(model_dir, out_dir)
-        return {"threshold": 0.42, "policy": policy}
+                      "patients": frame["patient_id"].nunique(), "data": opts["--data"]})
+        if on_tick:
+            on_tick(1.0, "scoring")
+        shutil.copytree(opts["--model"], opts["--out"])
+        summary = {"threshold": 0.42, "temperature": 1.0,
+                   "site": {"n": len(frame), "auc": 0.9, "sensitivity": 0.90,
+                            "specificity": 0.8, "accuracy": 0.85}}
+        return JobResult(0, json.dumps(summary) + "\n", "", 0.0, 1.0)
 
-    fake = types.ModuleType("pneumo.calibrate")
-    fake.__spec__ = importlib.machinery.ModuleSpec("pneumo.calibrate", None)
-    fake.calibrate_bundle = calibrate_bundle
-    monkeypatch.setitem(sys.modules, "pneumo.calibrate", fake)
+    return run_heavy
+
+
+def test_calibrate_offer_on_a_workstation_writes_a_new_bundle_never_the_active_one(
+        serve, tiny_bundle, synthetic_data, tmp_path, monkeypatch):
+    """Workstation mode: the fit (threshold only by default) runs as a job outside the server
+    process and writes a new bundle beside the active one, which is untouched; the page shows
+    the active and the new bundle side by side and warns when the target was missed."""
+    import pneumo.jobs
+
+    calls = []
+    monkeypatch.setattr(pneumo.jobs, "run_heavy", _fake_job(calls))
+    monkeypatch.setattr("app.evaluate.calibrate_available", lambda: True)
+    monkeypatch.setenv("PNEUMO_SERVING", "workstation")
     models = tmp_path / "models"
     shutil.copytree(tiny_bundle, models / "active")
     before = {p.name: p.read_bytes() for p in (models / "active").iterdir() if p.is_file()}
@@ -276,12 +287,53 @@ def test_calibrate_offer_writes_a_new_bundle_never_the_active_one(serve, tiny_bu
     at.text_input(key="cal_name").set_value("recalibrated").run()
     at.button(key="cal_go").click().run()
     assert not at.exception, problems(at)
-    assert calls == [{"model": models / "active", "out": models / "recalibrated",
-                      "policy": "sensitivity", "normal": 24, "pneumonia": 24,
-                      "patients": 24}]  # two films per synthetic patient, kept together
+    assert [{k: v for k, v in c.items() if k != "data"} for c in calls] == [
+        {"model": models / "active", "out": models / "recalibrated", "adapt": "none",
+         "policy": "sensitivity", "normal": 24, "pneumonia": 24, "patients": 24}]
+    assert not Path(calls[0]["data"]).exists()  # the uploaded films' copies are removed
     assert any("New bundle written" in s.value for s in at.success)
+    assert any("target sensitivity 0.95 was missed" in w.value for w in at.warning)
+    table = at.table[0].value
+    assert list(table.columns) == ["active bundle, as it is", "new bundle, cross-validated"]
+    assert table.loc["threshold", "new bundle, cross-validated"] == "0.4200"
     after = {p.name: p.read_bytes() for p in (models / "active").iterdir() if p.is_file()}
     assert after == before
+
+
+def test_calibrate_offer_on_a_public_server_writes_nothing_to_the_models_folder(
+        serve, tiny_bundle, synthetic_data, tmp_path, monkeypatch):
+    """Public mode (the default): the fitted bundle is a download of this session only; the
+    models folder is byte for byte unchanged and no temporary folder is left behind."""
+    import tempfile
+    import zipfile
+
+    import pneumo.jobs
+
+    calls = []
+    monkeypatch.setattr(pneumo.jobs, "run_heavy", _fake_job(calls))
+    monkeypatch.setattr("app.evaluate.calibrate_available", lambda: True)
+    monkeypatch.delenv("PNEUMO_SERVING", raising=False)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    models = tmp_path / "models"
+    shutil.copytree(tiny_bundle, models / "active")
+    listing = lambda: sorted((p.relative_to(models).as_posix(), p.read_bytes())  # noqa: E731
+                             for p in models.rglob("*") if p.is_file())
+    before = listing()
+    at = serve(models).run()
+    at.switch_page("app/evaluate.py").run()
+    at.file_uploader(key="eval_upload").set_value(
+        [("films.zip", zip_folder(synthetic_data), "application/zip")]).run()
+    at.text_input(key="cal_name").set_value("mine").run()
+    at.button(key="cal_go").click().run()
+    assert not at.exception, problems(at)
+    assert len(calls) == 1 and not calls[0]["out"].is_relative_to(models)
+    assert listing() == before
+    assert list(scratch.iterdir()) == []  # films, manifest and bundle copy all removed
+    fitted = at.session_state["fitted_bundle"]
+    names = zipfile.ZipFile(io.BytesIO(fitted["zip"])).namelist()
+    assert "mine/manifest.json" in names and "mine/model.keras" in names
 
 
 def test_gate_flagged_films_can_be_left_out_and_sets_are_kept(serve, tiny_bundle,
@@ -295,9 +347,12 @@ def test_gate_flagged_films_can_be_left_out_and_sets_are_kept(serve, tiny_bundle
     ev = next(iter(at.session_state["evaluations"].values()))
     assert ev.n == 49 and ev.metrics["n_not_assessed"] >= 1  # the photo, at least
     kept = int(ev.table["assessed"].sum())
-    at.toggle(key="eval_drop_unassessed").set_value(True).run()
-    assert any(f"the {kept} assessed films only" in c.value for c in at.caption)
+    # Left out by default (issue 19, 11): the refused photo is no false positive.
+    assert at.toggle(key="eval_drop_unassessed").value is True
+    assert any(f"Figures below: {kept} of the 49 films, the assessed films only" in c.value
+               for c in at.caption)
     at.toggle(key="eval_drop_unassessed").set_value(False).run()
+    assert not any("Figures below" in c.value for c in at.caption)
     # Without an upload, the sets evaluated earlier in the session stay available.
     at.file_uploader(key="eval_upload").set_value([]).run()
     assert not problems(at)
@@ -314,9 +369,11 @@ def test_compare_upload_without_labels_explains(serve, two_bundles):
     assert any("cannot be evaluated" in e.value for e in at.error)
 
 
-def test_calibrate_offer_with_the_real_command(serve, tiny_bundle, tmp_path):
-    """End to end with `pneumo.calibrate`: 32 films a class (it needs 30), a new bundle that
-    verifies, the active one unchanged."""
+def test_calibrate_offer_with_the_real_command(serve, tiny_bundle, tmp_path, monkeypatch):
+    """End to end with `pneumo calibrate` in its own process (workstation mode): 32 films a
+    class (it needs 30), a new bundle that verifies, the active one unchanged."""
+    monkeypatch.setenv("PNEUMO_SERVING", "workstation")
+    monkeypatch.setenv("PNEUMO_JOB_LOCK", str(tmp_path / "job.lock"))
     from conftest import write_synthetic_xrays
     from pneumo.bundle import read_manifest
 
@@ -332,7 +389,7 @@ def test_calibrate_offer_with_the_real_command(serve, tiny_bundle, tmp_path):
     at.button(key="cal_go").click().run()
     assert not problems(at)
     assert any("New bundle written" in s.value for s in at.success)
-    assert any("Cross-validated on these 64 films" in m.value for m in at.markdown)
+    assert any("On these 64 films" in m.value for m in at.markdown)
     written = read_manifest(models / "site-fitted", verify=True)
     assert written["calibrated_from"]["n_per_class"] == {"NORMAL": 32, "PNEUMONIA": 32}
     assert (models / "active" / "manifest.json").read_bytes() == before

@@ -179,7 +179,8 @@ def test_image_rules_name_what_is_wrong(case, pixels, colour, code):
     flags = image_flags(pixels, colour, 224)
     assert code in [f.code for f in flags], case
     assert all(f.message and np.isfinite(f.score) for f in flags)
-    assert all(f"reason code: {f.code}; score" in f.text() for f in flags)
+    assert all(f.text().endswith(f"(reason code: {f.code})") for f in flags)
+    assert all(f.detail().startswith(f"{f.code}: score ") for f in flags)
 
 
 def test_image_rules_pass_a_film_shaped_image():
