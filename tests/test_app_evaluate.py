@@ -347,6 +347,11 @@ def test_gate_flagged_films_can_be_left_out_and_sets_are_kept(serve, tiny_bundle
     ev = next(iter(at.session_state["evaluations"].values()))
     assert ev.n == 49 and ev.metrics["n_not_assessed"] >= 1  # the photo, at least
     kept = int(ev.table["assessed"].sum())
+    # The tiny bundle was trained on these very films: warned about, left out by default.
+    assert ev.metrics["n_seen"] > 0
+    assert any("were used to fit this model" in w.value for w in at.warning)
+    assert at.toggle(key="eval_drop_seen").value is True
+    at.toggle(key="eval_drop_seen").set_value(False).run()
     # Left out by default (issue 19, 11): the refused photo is no false positive.
     assert at.toggle(key="eval_drop_unassessed").value is True
     assert any(f"Figures below: {kept} of the 49 films, the assessed films only" in c.value
