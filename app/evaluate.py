@@ -394,6 +394,11 @@ def _results(ev, bundle) -> None:
     _problems(ev)
     metrics = ev.metrics
     kept, dropped = ev.table, []
+    if metrics.get("n_duplicates"):
+        shown = "; ".join(" = ".join(f"`{n}`" for n in g) for g in metrics["duplicates"][:5])
+        st.warning(f"{metrics['n_duplicates']} film(s) are in this upload more than once (the "
+                   f"same file under several names), so they count more than once below: "
+                   f"{shown}.", icon=":material/content_copy:")
     n_seen = metrics.get("n_seen", 0)
     if n_seen:
         from pneumo.evaluate import SEEN_WARNING

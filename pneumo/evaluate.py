@@ -31,7 +31,7 @@ from .uploads import Film, Item
 
 CHUNK = 32  # films per model call: the progress moves once per chunk
 COLUMNS = ["path", "patient_id", "label", "probability", "assessed", "ood_score", "gate_reasons",
-           "mass_inside", "hot_inside"]  # evaluate_films adds "seen" (how the model used it)
+           "mass_inside", "hot_inside", "sha256"]  # evaluate_films adds "seen"
 # Gate reasons that say "this site's films differ" rather than "this is not a film to judge".
 SITE_SHIFT_CODES = ("unlike_training", "possibly_adult")
 SITE_SHIFT_SHARE = 0.5  # above this share of refusals for those reasons, point to calibration
@@ -93,6 +93,28 @@ def _sources(films: Sequence[Film], problems: list[Item]) -> list[tuple[Film, An
     return ready
 
 
+def content_hash(source: Any) -> str:
+    """sha256 of a film's bytes (a path is read), "" when it cannot be read again."""
+    import hashlib
+
+    try:
+        data = source if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
+    except (OSError, TypeError):
+        return ""
+    return hashlib.sha256(data).hexdigest()
+
+
+def duplicate_summary(table: pd.DataFrame) -> dict[str, Any]:
+    """Films uploaded more than once (the same bytes under several names): counted once each
+    in no figure here, so they are named for the user to remove."""
+    if "sha256" not in table:
+        return {"n_duplicates": 0, "duplicates": []}
+    hashes = table["sha256"].astype(str)
+    groups = [list(g["path"]) for h, g in table[hashes != ""].groupby(hashes[hashes != ""])
+              if len(g) > 1]
+    return {"n_duplicates": int(sum(len(g) - 1 for g in groups)), "duplicates": groups[:20]}
+
+
 def score_films(predictor, films: Sequence[Film], progress: Progress | None = None,
                 chunk: int = CHUNK) -> tuple[pd.DataFrame, list[Item]]:
     """Probability, gate verdict and distance of every film; unreadable films with their error.
@@ -110,7 +132,7 @@ def score_films(predictor, films: Sequence[Film], progress: Progress | None = No
         results = predictor.predict_batch([src for _, src in ready], cam="gradcam",
                                           batch_size=max(1, len(ready)),
                                           names=[f.name for f, _ in ready]) if ready else []
-        for (film, _), result in zip(ready, results):
+        for (film, source), result in zip(ready, results):
             if isinstance(result, Exception):
                 problems.append(Item(film.name, error=str(result)))
                 continue
@@ -118,7 +140,7 @@ def score_films(predictor, films: Sequence[Film], progress: Progress | None = No
             rows.append((film.name, film.patient_id, film.label, float(result.probability),
                          is_assessed(result), float(result.ood_score),
                          ",".join(f["code"] for f in getattr(result, "flags", [])),
-                         heat["mass_inside"], heat["hot_inside"]))
+                         heat["mass_inside"], heat["hot_inside"], content_hash(source)))
         del results  # the decoded films: only the numbers are kept
         if progress is not None:
             progress(min(start + chunk, len(films)), len(films))
@@ -256,6 +278,7 @@ def evaluate_films(predictor, films: Sequence[Film], *, name: str, source: str, 
     table["seen"] = seen_column(table["path"], seen_by_bundle(predictor.directory))
     metrics = summarise(table, cut, bootstrap)
     metrics.update(seen_summary(table, cut, bootstrap))
+    metrics.update(duplicate_summary(table))
     return Evaluation(name=name, source=source, layout=layout, model=predictor.name,
                       model_path=str(predictor.directory), threshold=cut, table=table,
                       problems=failed, metrics=metrics,
@@ -368,6 +391,9 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
             lines.append(f"without them ({clean['n']} films): AUC {clean['auc']:.4f}{ci_of(clean, 'auc')}"
                          f"   sensitivity {clean['sensitivity']:.4f}   specificity "
                          f"{clean['specificity']:.4f}")
+    if metrics.get("n_duplicates"):
+        lines.append(f"{metrics['n_duplicates']} film(s) uploaded more than once (same bytes): "
+                     + "; ".join(" = ".join(g) for g in metrics["duplicates"][:3]))
     evidence = metrics.get("evidence") or {}
     if evidence.get("n"):
         lo, hi = evidence["mass_inside_ci"]

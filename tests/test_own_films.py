@@ -510,3 +510,18 @@ def test_evaluation_knows_the_films_the_model_learned_from(tmp_path):
     text = "\n".join(summary_lines({**m, "model": "stub", "data": "mine", "threshold_source": "b"}))
     assert "WARNING: 4 of these 20 films were used to fit this model" in text
     assert "without them (16 films)" in text
+
+
+def test_duplicates_within_an_upload_are_named():
+    from pneumo.evaluate import evaluate_films
+
+    labels = [0, 1] * 6
+    films = stub_films([0.2 + 0.6 * y for y in labels], labels)
+    films.append(Film("copy-of-f0.png", 0, "PC", films[0].source))
+    ev = evaluate_films(StubPredictor(), films, name="d", source="d.zip", layout="class folders",
+                        bootstrap=20)
+    # The stub's films are their probability's bytes: every normal film is the one file
+    # b"0.2" (7 names), every pneumonia film b"0.8" (6 names).
+    assert ev.metrics["n_duplicates"] == 6 + 5 and len(ev.metrics["duplicates"]) == 2
+    assert ["f0.png", "f2.png", "f4.png", "f6.png", "f8.png", "f10.png",
+            "copy-of-f0.png"] in ev.metrics["duplicates"]
