@@ -45,7 +45,7 @@ from .errors import DataError, PneumoError
 from .heatcheck import GRID, heat_figures, lung_mask
 from .markers import AUDIT_FONTS, AUDIT_TEXTS, CORNERS, EDGES, Marker, burn_marker, place
 from .metrics import _interval, summary_metrics
-from .stats import paired_auc_difference
+from .stats import mean_ci, paired_auc_difference
 from .uploads import Film, Item
 
 if TYPE_CHECKING:
@@ -324,18 +324,6 @@ def audit(model: str | Path | Predictor, data: str | Path | Sequence[Film], *,
 
 
 # --------------------------------------------------------------------------- summary
-
-def mean_ci(values: Any, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Mean of the finite `values` with a percentile-bootstrap 95% CI (resampling values), and
-    how many there were. `pneumo.metrics` bootstraps AUC/sensitivity/specificity only; this
-    resamples the same way (numpy Generator, `seed`) and reads the same percentiles."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if len(v) == 0:
-        return {"mean": float("nan"), "ci": [float("nan")] * 2, "n": 0}
-    idx = np.random.default_rng(seed).integers(0, len(v), size=(n_boot, len(v)))
-    return {"mean": float(v.mean()), "ci": _interval(v[idx].mean(axis=1), ALPHA), "n": len(v)}
-
 
 def _auc_block(y: np.ndarray, p: np.ndarray, p_clean: np.ndarray, threshold: float,
                n_boot: int, seed: int) -> dict[str, Any]:

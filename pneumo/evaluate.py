@@ -162,7 +162,7 @@ def evidence_summary(table: pd.DataFrame, bootstrap: int = 1000) -> dict[str, An
     """Where the heatmaps of these films lie: the mean share of Grad-CAM mass inside the lung
     template and the share of films whose hottest 5% lies mostly inside, with bootstrap CIs
     (`pneumo audit` adds the marker and occlusion checks)."""
-    from .audit import mean_ci
+    from .stats import mean_ci
 
     if "mass_inside" not in table:
         return {"n": 0}

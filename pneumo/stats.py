@@ -16,6 +16,7 @@ import numpy as np
 from scipy.stats import norm, rankdata
 
 from .errors import DataError
+from .metrics import _interval
 
 
 def wilson_interval(successes: Any, n: Any, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
@@ -101,3 +102,15 @@ def paired_auc_difference(y: Any, p_a: Any, p_b: Any, n_boot: int = 1000, seed: 
     return {"auc_difference": delong["difference"], "ci": [float(low), float(high)],
             "n_boot": int(len(diffs)), "delong_se": delong["se"], "delong_z": delong["z"],
             "delong_p": delong["p_value"]}
+
+
+def mean_ci(values: Any, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Mean of the finite `values` with a percentile-bootstrap 95% CI (resampling values), and
+    how many there were. `pneumo.metrics` bootstraps AUC/sensitivity/specificity only; this
+    resamples the same way (numpy Generator, `seed`) and reads the same percentiles."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return {"mean": float("nan"), "ci": [float("nan")] * 2, "n": 0}
+    idx = np.random.default_rng(seed).integers(0, len(v), size=(n_boot, len(v)))
+    return {"mean": float(v.mean()), "ci": _interval(v[idx].mean(axis=1), 0.05), "n": len(v)}
