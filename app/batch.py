@@ -110,12 +110,50 @@ def _detail(item, predictor) -> None:
                      getattr(result, "lung_fields", None), "Grad-CAM")
 
 
+HIDDEN_SCORE = "score (not valid if not assessed)"  # the CSV's header; shorter on screen
+# The main column of the wide layout in a 1,400 px window is 940 px (measured in Chromium:
+# 1,100 px beside the 300 px sidebar, less 2 x 80 px padding), the row-selection checkboxes
+# take ~35 of it. The columns' widths stay within this, with or without the scores column;
+# a long error reads in full in the expander under the table.
+TABLE_WIDTH = 900
+
+
+def column_config(show_scores: bool) -> dict:
+    """Each column's header and width in pixels (summing to at most TABLE_WIDTH)."""
+    text = st.column_config.TextColumn
+    narrow = show_scores  # the scores column takes its width from flags and error
+    return {
+        "file": text("file", width=200),
+        "result": text("result", width=110),
+        "probability": text("probability", width=85),
+        "score": st.column_config.ProgressColumn(
+            "score", format=" ", min_value=0.0, max_value=1.0, width=65,
+            help="The probability as a bar; click to sort by it."),
+        "flags": text("flags", width=190 if narrow else 240),
+        "error": text("error", width=130 if narrow else 170,
+                      help="Why the file could not be read: in full under the table."),
+        HIDDEN_SCORE: st.column_config.NumberColumn(
+            "score (not valid)", width=90, format="%.4f",
+            help="The model's score of every image, also of those outside its population: "
+                 "not valid for a not-assessed image, shown only to check the gate."),
+    }
+
+
 def shown_table(table: pd.DataFrame, show_scores: bool) -> pd.DataFrame:
     """The table as displayed and downloaded: not-assessed scores only when asked for."""
     out = table[COLUMNS].copy()
     if show_scores:
-        out["score (not valid if not assessed)"] = table["hidden_score"].round(4)
+        out[HIDDEN_SCORE] = table["hidden_score"].round(4)
     return out
+
+
+def _errors(table: pd.DataFrame) -> None:
+    """The unreadable files with their whole message (the table's column is narrow)."""
+    bad = table[table["error"] != ""]
+    if len(bad):
+        with st.expander(f"Files that could not be read ({len(bad)})"):
+            for row in bad.itertuples():
+                st.text(f"{row.file}: {row.error}")  # text: a file name is not markdown
 
 
 def main() -> None:
@@ -148,17 +186,8 @@ def main() -> None:
     st.caption("Click a column to sort; select a row for its heatmap.")
     event = st.dataframe(
         shown, hide_index=True, on_select="rerun", selection_mode="single-row",
-        key="batch_table", width="stretch",
-        # Widths in pixels: at 1400 px every label and flag reads in full.
-        column_config={
-            "file": st.column_config.TextColumn("file", width=300),
-            "result": st.column_config.TextColumn("result", width=110),
-            "probability": st.column_config.TextColumn("probability", width=90),
-            "score": st.column_config.ProgressColumn(
-                "score", format=" ", min_value=0.0, max_value=1.0, width=80,
-                help="The probability as a bar; click to sort by it."),
-            "flags": st.column_config.TextColumn("flags", width=300),
-            "error": st.column_config.TextColumn("error", width=200)})
+        key="batch_table", width="stretch", column_config=column_config(show_scores))
+    _errors(shown)
     st.download_button("Download CSV", shown.to_csv(index=False).encode(),
                        file_name="pneumo-batch.csv", mime="text/csv", icon=":material/download:")
     picked = event.selection.rows if event is not None else []

@@ -199,15 +199,22 @@ def roc_overlay(curves: list[tuple[str, pd.DataFrame]], films: str = "") -> go.F
                         hovertemplate=f"{name}<br>threshold %{{customdata:.4f}}<br>"
                                       "sensitivity %{y:.3f}<br>1 − specificity %{x:.3f}"
                                       "<extra></extra>")
-    return _roc_axes(fig, films, height=460, legend_x=0.3)
+    return _roc_axes(fig, films, height=560, legend_x=None)
 
 
-def _roc_axes(fig: go.Figure, films: str, height: int, legend_x: float) -> go.Figure:
-    """The ROC plane: square axes from 0 to 1, titled with the films shown."""
+def _roc_axes(fig: go.Figure, films: str, height: int, legend_x: float | None) -> go.Figure:
+    """The ROC plane: square axes from 0 to 1, titled with the films shown.
+
+    `constrain="domain"`: to keep the plane square plotly otherwise widens the x range (to
+    about -0.5..1.5 in a wide column) instead of narrowing the plot. `legend_x=None` puts the
+    legend under the plot, off the curves (several long model names do not fit inside).
+    """
+    legend = (dict(x=legend_x, y=0.05) if legend_x is not None else
+              dict(orientation="h", x=0, xanchor="left", y=-0.15, yanchor="top"))
     fig.update_layout(xaxis_title="1 − specificity (false-positive rate)",
                       yaxis_title="sensitivity (true-positive rate)", height=height,
-                      title=dict(text=films, font=dict(size=13)),
-                      legend=dict(x=legend_x, y=0.05), margin=dict(l=10, r=10, t=40, b=10))
-    fig.update_xaxes(range=[-0.01, 1.01])
-    fig.update_yaxes(range=[-0.01, 1.01], scaleanchor="x", scaleratio=1)
+                      title=dict(text=films, font=dict(size=13)), legend=legend,
+                      margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_xaxes(range=[0, 1], constrain="domain")
+    fig.update_yaxes(range=[0, 1], constrain="domain", scaleanchor="x", scaleratio=1)
     return fig

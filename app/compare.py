@@ -10,9 +10,25 @@ from pathlib import Path
 import streamlit as st
 
 from app import charts, state, widgets
+from pneumo.bundle import read_manifest
 from pneumo.errors import BundleError, DataError
 
 UPLOAD = "upload new films here"
+
+
+def model_names(paths: list[Path]) -> dict[str, str]:
+    """{str(path): the name the page calls that bundle}: its manifest's name (as the sidebar
+    and the scored tables name it), with the folder added where two bundles share a name. One
+    name per model in the picker, the caption, the table, the chart and the warnings."""
+    names = {}
+    for path in paths:
+        try:
+            names[str(path)] = str(read_manifest(Path(path), verify=False).get("name")
+                                   or Path(path).name)
+        except BundleError:
+            names[str(path)] = Path(path).name
+    taken = list(names.values())
+    return {p: (f"{n} ({Path(p).name})" if taken.count(n) > 1 else n) for p, n in names.items()}
 
 
 def _pick_b(bundle) -> Path | None:
@@ -21,9 +37,11 @@ def _pick_b(bundle) -> Path | None:
         st.info(f"Only one model bundle is under `{state.models_root()}`: add a second one "
                 "(train or copy a bundle folder there) to compare.")
         return None
+    names = model_names([bundle.path, *others])
     choice = st.selectbox("Model B", [str(p) for p in others], key="compare_b",
-                          format_func=lambda p: Path(p).name,
-                          help="Model A is the one picked in the sidebar.")
+                          format_func=lambda p: names[p],
+                          help=f"Model A is {names[str(bundle.path)]}, the one picked in the "
+                               "sidebar.")
     return Path(choice)
 
 
@@ -89,13 +107,13 @@ def _show(done: dict) -> None:
 
     result = done["result"]
     a, b = result["models"]
-    names = (f"A: {a['name']}", f"B: {b['name']}")
-    if a["name"] == b["name"]:
-        names = (f"A: {Path(a['path']).name}", f"B: {Path(b['path']).name}")
+    called = model_names([Path(a["path"]), Path(b["path"]), *state.find_bundles()])
+    names = (f"A: {called[str(Path(a['path']))]}", f"B: {called[str(Path(b['path']))]}")
     films = (f"{result['n']} films of {done['name']} ({result['n_positive']} pneumonia, "
              f"{result['n'] - result['n_positive']} normal; {done['layout']})")
     st.caption(f"Both models on the same {films}, each at its own threshold. 95% CIs by "
                "bootstrap over the films.")
+    _seen_warnings(result, names)
     if done["problems"]:
         with st.expander(f"Files not compared ({len(done['problems'])})"):
             st.dataframe({"file": [p.name for p in done["problems"]],
@@ -130,10 +148,27 @@ def _show(done: dict) -> None:
                            icon=":material/download:")
 
 
+def _seen_warnings(result: dict, names: tuple[str, str]) -> None:
+    """The Evaluate page's warning, per model: films of this comparison that the bundle was
+    trained, validated or site-calibrated on (`split.csv`, `site_predictions.csv`) flatter
+    it, and a calibrated model B "wins" on the very films it was fitted to."""
+    from pneumo.evaluate import SEEN_WARNING, seen_by_bundle, seen_column
+
+    paths = result["scores"]["path"]
+    for model, name in zip(result["models"], names):
+        seen = [kind for kind in seen_column(paths, seen_by_bundle(model["path"])) if kind]
+        if seen:
+            how = ", ".join(f"{seen.count(kind)} {kind}" for kind in dict.fromkeys(seen))
+            st.warning(f"**{name}** — " + SEEN_WARNING.format(n=len(seen), total=len(paths),
+                                                              how=how),
+                       icon=":material/visibility:")
+
+
 def main() -> None:
     bundle = state.require_bundle()
     st.title("Compare two models")
-    st.caption(f"Model A is **{bundle.name}** (sidebar). Same films, same scoring as "
+    name = model_names([bundle.path, *state.find_bundles()])[str(bundle.path)]
+    st.caption(f"Model A is **{name}** (sidebar). Same films, same scoring as "
                "`python -m pneumo compare --model A --model B --data PATH`.")
     path_b = _pick_b(bundle)
     if path_b is None:

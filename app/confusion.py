@@ -30,7 +30,7 @@ def main() -> None:
             st.session_state[key] = round(float(y.mean()), 3)
             st.session_state[f"{key}::view"] = view.name
         prevalence = st.number_input(
-            f"Prevalence in your setting (default: {view.name}'s)", 0.001, 0.999,
+            "Prevalence in your setting (default: as in the films shown)", 0.001, 0.999,
             step=0.01, format="%.3f", key=key,
             help=f"PPV and NPV depend on how common pneumonia is where the model is used; "
                  f"the default, {y.mean():.3f}, is the share of pneumonia among the {view.n} "

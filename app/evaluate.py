@@ -274,6 +274,7 @@ def _calibrate(ev, bundle, name: str, policy: str, target: float, adapt: str,
     import tempfile
 
     from pneumo.jobs import run_heavy
+    from pneumo.modelcard import UPLOADED
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name or ""):
         st.error("Name the bundle with letters, digits, '.', '_' or '-' (up to 64).")
@@ -295,7 +296,9 @@ def _calibrate(ev, bundle, name: str, policy: str, target: float, adapt: str,
         target_dir = out or tmp / name
         args = ["calibrate", "--model", str(bundle.path), "--data",
                 str(write_site_manifest(ev, tmp / "site")), "--out", str(target_dir),
-                "--adapt", adapt, "--policy", policy, "--target-sensitivity", str(target)]
+                "--adapt", adapt, "--policy", policy, "--target-sensitivity", str(target),
+                # the films by their upload's name, not the temporary folder's path
+                "--source", f"{UPLOADED}: {ev.name}"]
         result = run_heavy(
             args,
             on_wait=lambda s: status.info(f"Another fit is running on this server; yours "

@@ -5,6 +5,7 @@ reads "Not assessed", and the score, gauge and heatmap stay hidden unless the us
 """
 
 import datetime as dt
+import hashlib
 import importlib.util
 import logging
 
@@ -169,8 +170,11 @@ def render_prediction(data: bytes, name: str, predictor, cam: str = "Grad-CAM",
     if result.image.technical:
         with st.expander("Technical DICOM tags (identifying tags are never read out)"):
             st.json(result.image.technical)
-    _downloads(gray, blended, result, predictor, method,
-               state.analysed_at(predictor, data, CAMS[method]))
+    when = state.analysed_at(predictor, data, CAMS[method])
+    # What the reports are made of: the film, the model, the method, the overlay's opacity.
+    key = (hashlib.sha256(data).hexdigest(), str(predictor.directory), CAMS[method],
+           round(float(opacity), 4), blended is not None, when.isoformat())
+    _downloads(gray, blended, result, predictor, method, when, key)
     return result
 
 
@@ -185,7 +189,27 @@ def _heatmap(blended: np.ndarray, fields, method: str) -> None:
                    + ". The note about the heatmap's hottest region is judged against them.")
 
 
-def _downloads(gray, blended, result, predictor, method: str, when: dt.datetime) -> None:
+REPORTS = "_reports"  # session key: the report bytes of the result on screen
+
+
+def report_payloads(key: tuple, build) -> dict[str, bytes]:
+    """{"pdf": bytes, "png": bytes} of the result `key` names, built once by `build()` and
+    kept in the session until another result (or method, or opacity) is shown.
+
+    The buttons get bytes, not callables: a callable is registered as a deferred file whose id
+    the rerun after a click replaces, so a second click within that rerun (~0.3 s) found
+    "Deferred file ... not found" and downloaded nothing. Bytes that stay the same keep the
+    same media URL across reruns.
+    """
+    kept = st.session_state.get(REPORTS)
+    if kept is None or kept["key"] != key:
+        kept = {"key": key, **build()}
+        st.session_state[REPORTS] = kept  # one result's reports only: sessions are many
+    return {"pdf": kept["pdf"], "png": kept["png"]}
+
+
+def _downloads(gray, blended, result, predictor, method: str, when: dt.datetime,
+               key: tuple) -> None:
     from pneumo.report import build_report_pdf, build_report_png, bundle_hash
 
     assessed = verdict.is_assessed(result)
@@ -195,14 +219,19 @@ def _downloads(gray, blended, result, predictor, method: str, when: dt.datetime)
     kw = dict(label=verdict.display_label(result) if assessed else None,
               method=method if blended is not None else None, flags=flags,
               assessed=assessed, analysed_at=when, model_hash=bundle_hash(predictor.directory))
+    reports = report_payloads(key, lambda: {"pdf": build_report_pdf(*args, **kw),
+                                            "png": build_report_png(*args, **kw)})
     d1, d2, _ = st.columns([1, 1, 2])
-    d1.download_button("Download report (PDF)", lambda: build_report_pdf(*args, **kw),
-                       file_name="pneumo-report.pdf", mime="application/pdf",
-                       icon=":material/description:")
-    d2.download_button("Download report (PNG)", lambda: build_report_png(*args, **kw),
-                       file_name="pneumo-report.png", mime="image/png", icon=":material/image:")
+    # on_click="ignore": a download changes nothing on the page, so it needs no rerun.
+    d1.download_button("Download report (PDF)", reports["pdf"], file_name="pneumo-report.pdf",
+                       mime="application/pdf", icon=":material/description:",
+                       on_click="ignore", key="report_pdf")
+    d2.download_button("Download report (PNG)", reports["png"], file_name="pneumo-report.png",
+                       mime="image/png", icon=":material/image:", on_click="ignore",
+                       key="report_png")
     st.caption("Reports hold the images, probability, threshold, model, its hash, the time of "
-               "analysis and the flags: no file name, no DICOM tags, no identifiers."
+               "analysis and the flags, with blank lines for the accession number and the "
+               "reviewer to fill in by hand: no file name, no DICOM tags, no identifiers."
                + ("" if assessed else " This image's report is marked NOT VALID and holds no "
                   "result."))
 

@@ -85,12 +85,8 @@ def sidebar() -> None:
             st.caption("This bundle's manifest has unexpected values; see the pages for details.")
 
 
-QUANTISATION = {"dynamic": "int8 weights", "int8": "full int8", "float16": "float16 weights",
-                "none": "float32"}  # how each LiteRT export is named in the sidebar
-
-
 def _bundle_facts(path: Path, manifest: dict[str, Any]) -> None:
-    from pneumo.modelcard import FIGURES
+    from pneumo.modelcard import FIGURES, quantisation_name
 
     st.markdown(f"**{manifest.get('name', '?')}** · {manifest.get('backbone', '?')} · "
                 f"{manifest.get('image_size', '?')} px  \ncreated {manifest.get('created', '?')}")
@@ -104,7 +100,7 @@ def _bundle_facts(path: Path, manifest: dict[str, Any]) -> None:
     model = point.model
     if point.runtime == "litert":
         quantised = (manifest.get("litert") or {}).get("quantize")
-        model += f" ({QUANTISATION.get(quantised, quantised)})" if quantised else ""
+        model += f" ({quantisation_name(quantised)})" if quantised else ""
     st.caption(f"Served by the {model} · decision threshold **{fmt(point.threshold, 4)}** · "
                f"temperature {fmt(point.temperature, 3)} ({point.source})")
     try:

@@ -44,7 +44,7 @@ import pandas as pd
 from .errors import DataError, PneumoError
 from .heatcheck import GRID, heat_figures, lung_mask
 from .markers import AUDIT_FONTS, AUDIT_TEXTS, CORNERS, EDGES, Marker, burn_marker, place
-from .metrics import _interval, summary_metrics
+from .metrics import summary_metrics
 from .stats import mean_ci, paired_auc_difference
 from .uploads import Film, Item
 

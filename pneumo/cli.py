@@ -86,7 +86,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     summary = calibrate_bundle(args.model, args.data, args.out, args.policy,
                                args.target_sensitivity, args.cost_ratio, args.adapt, args.folds,
-                               args.seed, args.bootstrap)
+                               args.seed, args.bootstrap, source=args.source)
     site = summary["site"]
     print(f"calibrated {args.model} on {args.data} ({site['n_per_class']}); threshold "
           f"{summary['threshold']:.4f}, temperature {summary['temperature']:.3f}", file=sys.stderr)
@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5, help="patient-grouped CV folds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--source", help="names the films in the new bundle's record when --data "
+                   "is a temporary copy (the dashboard: 'uploaded in the dashboard: NAME')")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("refit-gate", help="refit a bundle's out-of-population gate in place")

@@ -95,12 +95,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 0
     if args.quantize != "none":
         raise PneumoError("--quantize applies to --format litert only")
-    import keras
-
-    from . import model as _model  # noqa: F401  registers the preprocessing layer
     from .export import export_saved_model
+    from .model import load_bundle_model
 
-    model = keras.models.load_model(bundle / "model.keras", compile=False)
+    model = load_bundle_model(bundle)
     target = export_saved_model(model, bundle / "saved_model")
     refresh_hashes(bundle)
     print(json.dumps({"saved_model": str(target)}))
@@ -108,14 +106,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_runtimes, full_size_jpeg
+    from .bench import bench_serving, full_size_jpeg
 
-    runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
-    unknown = sorted(set(runtimes) - {"litert", "keras"})
-    if unknown or not runtimes:
-        raise PneumoError(f"--runtimes takes litert and/or keras, received {args.runtimes!r}")
-    print(json.dumps(bench_runtimes(args.model, full_size_jpeg(args.image), runtimes,
-                                    args.runs, args.batch)))
+    print(json.dumps(bench_serving(args.model, full_size_jpeg(args.image), args.runs, args.batch)))
     return 0
 
 
@@ -208,13 +201,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="skip the parity check against the float model (no films needed)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("bench", help="serving latency and throughput per runtime (JSON)")
+    p = sub.add_parser("bench", help="serving stages, latency, throughput, memory against the "
+                                     "Keras model of the same bundle (JSON)")
     p.add_argument("--model", default="models/default", help="bundle folder")
-    p.add_argument("--runtimes", default="litert,keras",
-                   help="comma-separated, measured side by side in one run")
     p.add_argument("--image", help="a full-size JPEG (default: a synthetic 1800 px one)")
     p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--batch", type=int, default=96, help="films for the batch throughput")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("bench-train", help="training images/s per precision (JSON)")

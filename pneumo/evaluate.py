@@ -29,7 +29,7 @@ from .errors import DataError, PneumoError
 from .metrics import reliability_curve, summary_metrics
 from .uploads import Film, Item
 
-CHUNK = 32  # films per model call: the progress moves once per chunk
+CHUNK = 32  # the progress moves once per this many films
 COLUMNS = ["path", "patient_id", "label", "probability", "assessed", "ood_score", "gate_reasons",
            "mass_inside", "hot_inside", "sha256"]  # evaluate_films adds "seen"
 # Gate reasons that say "this site's films differ" rather than "this is not a film to judge".
@@ -126,24 +126,26 @@ def score_films(predictor, films: Sequence[Film], progress: Progress | None = No
 
     rows: list[tuple] = []
     problems: list[Item] = []
-    for start in range(0, len(films), chunk):
-        ready = _sources(films[start:start + chunk], problems)
-        # Grad-CAM from the same invoke: where each film's evidence lies (the lung template).
-        results = predictor.predict_batch([src for _, src in ready], cam="gradcam",
-                                          batch_size=max(1, len(ready)),
-                                          names=[f.name for f, _ in ready]) if ready else []
-        for (film, source), result in zip(ready, results):
-            if isinstance(result, Exception):
-                problems.append(Item(film.name, error=str(result)))
-                continue
+    ready = _sources(films, problems)
+    # One stream: the next films decode while the model runs (`Predictor.iter_predict`), and
+    # each result is dropped once its numbers are taken, so memory is flat in the film count.
+    # Grad-CAM from the same invoke: where each film's evidence lies (the lung template).
+    results = predictor.iter_predict((src for _, src in ready), cam="gradcam",
+                                     names=[f.name for f, _ in ready])
+    for done, ((film, source), result) in enumerate(zip(ready, results), start=1):
+        if isinstance(result, Exception):
+            problems.append(Item(film.name, error=str(result)))
+        else:
             heat = heat_figures(getattr(result, "heatmap", None))
             rows.append((film.name, film.patient_id, film.label, float(result.probability),
                          is_assessed(result), float(result.ood_score),
                          ",".join(f["code"] for f in getattr(result, "flags", [])),
                          heat["mass_inside"], heat["hot_inside"], content_hash(source)))
-        del results  # the decoded films: only the numbers are kept
-        if progress is not None:
-            progress(min(start + chunk, len(films)), len(films))
+        del result
+        if progress is not None and (done % chunk == 0 or done == len(ready)):
+            progress(done + len(films) - len(ready) if done == len(ready) else done, len(films))
+    if progress is not None and not ready:
+        progress(len(films), len(films))
     return pd.DataFrame(rows, columns=COLUMNS), problems
 
 

@@ -66,12 +66,12 @@ def split_pooled(model: keras.Model, model_dir: Path, name: str,
 def refit_gate(model_dir: str | Path, adult_data: str | Path | None = None,
                percentile: float = 99.5) -> dict[str, Any]:
     """Refit `model_dir`'s gate on its training films (split.csv) and update the manifest."""
-    from . import model as _model  # noqa: F401  registers the preprocessing layer
     from .bundle import read_manifest, refresh_hashes
+    from .model import load_bundle_model
 
     model_dir = Path(model_dir)
     read_manifest(model_dir, verify=True)
-    model = keras.models.load_model(model_dir / "model.keras", compile=False)
+    model = load_bundle_model(model_dir)
     gate = fit_gate(model, split_pooled(model, model_dir, "train"),
                     split_pooled(model, model_dir, "val"), adult_data, percentile)
     gate.save(model_dir / "gate.npz")
@@ -87,13 +87,12 @@ def cross_source_adult_rates(model_dir: str | Path, adult_root: str | Path,
     Children: a random `n_train` of the bundle's training films; cut-offs on `n_val` of its
     validation films, as the trainer sets them. Returns {"fit A -> test B": flag rate}.
     """
-    from . import model as _model  # noqa: F401  registers the preprocessing layer
     from .inference import pooled_outputs
-    from .model import gate_layer
+    from .model import gate_layer, load_bundle_model
     from .pipeline import load_images
 
     model_dir, adult_root = Path(model_dir), Path(adult_root)
-    model = keras.models.load_model(model_dir / "model.keras", compile=False)
+    model = load_bundle_model(model_dir)
     layer, size = gate_layer(model), int(model.input_shape[1])
     pooled = {name: split_pooled(model, model_dir, name, n)
               for name, n in (("train", n_train), ("val", n_val))}

@@ -58,8 +58,16 @@ class XrayImage:
         return self.pixels.shape[0], self.pixels.shape[1]
 
 
-def read_image(source: ImageSource, name: str | None = None) -> XrayImage:
+def read_image(source: ImageSource, name: str | None = None,
+               model_size: int | None = None) -> XrayImage:
     """Decode `source` (path, bytes, file-like object or array) into an `XrayImage`.
+
+    model_size: the side the image will be squashed to. A JPEG more than twice that in both
+    directions is then decoded at a reduced scale (libjpeg's DCT scaling, 1/2 to 1/8) that
+    still leaves at least twice `model_size` per side: a 1776x1416 film decodes at 888x708,
+    about a quarter of the work, and the squash to the model input barely changes
+    (docs/experiments.md, "Decode at the size the model needs"). Other formats are decoded in
+    full. None: always in full (what the display of a film alone would want).
 
     Raises:
         ImageError: empty, truncated, unsupported, too large or too small input, or a DICOM
@@ -71,7 +79,7 @@ def read_image(source: ImageSource, name: str | None = None) -> XrayImage:
     data = _read_bytes(source, label)
     if _is_dicom(data):
         return _read_dicom(data, label)
-    return _read_pil(data, label)
+    return _read_pil(data, label, model_size)
 
 
 # --- bytes in ------------------------------------------------------------------------------------
@@ -151,7 +159,7 @@ def _check_size(width: int, height: int, label: str, n_bytes: int | None = None)
 
 # --- PNG, JPEG, TIFF, BMP, WebP via Pillow -------------------------------------------------------
 
-def _read_pil(data: bytes, label: str) -> XrayImage:
+def _read_pil(data: bytes, label: str, model_size: int | None = None) -> XrayImage:
     with warnings.catch_warnings():
         # PIL's own bomb warning is replaced by our explicit limit below.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -163,6 +171,7 @@ def _read_pil(data: bytes, label: str) -> XrayImage:
             )
         _check_size(img.width, img.height, label, len(data))  # before any pixel is decoded
         try:
+            _reduce_decode(img, model_size)
             img.load()
             img = ImageOps.exif_transpose(img)  # phones store rotation in EXIF
             return _from_pil(img, "JPEG" if fmt == "MPO" else fmt, label)
@@ -170,6 +179,17 @@ def _read_pil(data: bytes, label: str) -> XrayImage:
             raise
         except Exception as exc:  # truncated or corrupt pixel data, an impossible mode
             raise ImageError(f"{label}: the {fmt} file is truncated or corrupt ({exc})") from None
+
+
+def _reduce_decode(img: Image.Image, model_size: int | None) -> None:
+    """Ask libjpeg to decode a large JPEG at a reduced scale that keeps >= 2 x model_size per
+    side (Pillow's `draft` picks the largest such 1/2, 1/4 or 1/8). A no-op for other formats,
+    for films not more than twice the model size, and without a model size."""
+    if not model_size or img.format not in ("JPEG", "MPO"):
+        return
+    wanted = 2 * int(model_size)
+    if img.width > wanted and img.height > wanted:
+        img.draft(img.mode, (wanted, wanted))
 
 
 def _open_pil(data: bytes, label: str) -> Image.Image:

@@ -31,6 +31,10 @@ INPUT = "pixels"
 OUTPUTS = ("conv", "gate")
 QUANTIZATIONS = ("none", "dynamic", "int8", "float16")
 HEAD_KIND = "gap-dense"
+# Rows per invoke. The interpreter's arena grows to the largest batch it has run and keeps
+# that size, and XNNPACK runs no faster per row on larger batches: 8 rows bound the memory
+# (docs/experiments.md, "Serving at the hardware's pace").
+INVOKE_ROWS = 8
 
 
 def class_activation_maps(conv: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -58,6 +62,23 @@ def serving_threads() -> int:
             if os.environ.get("PNEUMO_LITERT_THREADS") else len(os.sched_getaffinity(0))
     except (ValueError, AttributeError):  # a bad value; no sched_getaffinity (macOS)
         return os.cpu_count() or 1
+
+
+def quiet_thread_pools() -> None:
+    """Limit OpenBLAS and OpenMP in this process to one thread each.
+
+    Serving does little numeric work outside the interpreter (a Mahalanobis distance, a dot
+    product, a 7x7 map), but each such call wakes BLAS and OpenMP pools whose threads then
+    spin for a while and take the two cores from LiteRT's own threads: measured on a 2-core
+    AMD EPYC, one `predict` with 3 views took 67-79 ms with the pools at their default and
+    51-56 ms with them at one thread (docs/experiments.md). Called once when a LiteRT
+    predictor loads; without threadpoolctl (it comes with scikit-learn) nothing changes."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=1, user_api="blas")
+    threadpool_limits(limits=1, user_api="openmp")
 
 
 class LiteRTModel:
@@ -96,14 +117,19 @@ class LiteRTModel:
         """Channels of the conv maps the file gives, from its signature (no inference)."""
         return int(self._runner.get_output_details()["conv"]["shape"][-1])
 
+    def _invoke(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        with self._lock:
+            out = self._runner(**{INPUT: rows})
+            # copies: the interpreter reuses its output buffers on the next call
+            return {k: np.array(v, dtype=np.float32) for k, v in out.items()}
+
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """(n, S, S, 3) raw pixels -> conv (n, h, w, c), features (n, c) (the pooled conv
         maps), logit (n,) (the dense head on them) and gate (n, d), float32."""
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        with self._lock:
-            out = self._runner(**{INPUT: batch})
-            out = {k: np.array(v, dtype=np.float32) for k, v in out.items()}  # copies: the
-            # interpreter reuses its output buffers on the next call
+        parts = [self._invoke(batch[i:i + INVOKE_ROWS])
+                 for i in range(0, len(batch), INVOKE_ROWS)] or [self._invoke(batch)]
+        out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         out["features"] = out["conv"].mean(axis=(1, 2))
         out["logit"] = out["features"] @ self.weights + np.float32(self.bias)
         return out

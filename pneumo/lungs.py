@@ -377,5 +377,20 @@ def note_fields(image: np.ndarray, margin: float = NOTE_MARGIN) -> tuple[LungFie
     fields = lung_fields(image)
     h, w = fields.mask.shape
     k = max(3, 2 * int(round(margin * max(h, w))) + 1)
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    return fields, cv2.dilate(fields.mask.astype(np.uint8), disc) > 0
+    return fields, _widened(fields, k)
+
+
+def _widened(fields: LungFields, k: int) -> np.ndarray:
+    """The fields dilated by a disc of diameter `k` px. A localised field is a convex polygon,
+    whose dilation by a disc is the polygon plus its outline drawn `k` px thick with round
+    joints: drawn so, it costs about a millisecond where `cv2.dilate` with a 70-px disc on a
+    900-px film took 25 ms (the two differ only in edge pixels: docs/experiments.md)."""
+    h, w = fields.mask.shape
+    if not (fields.localised and fields.outlines):
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        return cv2.dilate(fields.mask.astype(np.uint8), disc) > 0
+    widened = fields.mask.astype(np.uint8)
+    for frac in fields.outlines:
+        pts = np.round(frac * (w, h) - 0.5).astype(np.int32)
+        cv2.polylines(widened, [pts], isClosed=True, color=1, thickness=k - 1, lineType=cv2.LINE_8)
+    return widened > 0

@@ -137,6 +137,12 @@ def build_model(cfg: ModelConfig, image_size: int = 224, precision: str = "float
     return model
 
 
+def load_bundle_model(bundle: str | Path) -> keras.Model:
+    """A bundle's `model.keras`, uncompiled, with pneumo's preprocessing layer registered
+    (importing this module registers it): the one loader of every TensorFlow-side command."""
+    return keras.models.load_model(Path(bundle) / "model.keras", compile=False)
+
+
 def set_trainable(model: keras.Model, unfreeze_from: str) -> int:
     """Freeze the backbone up to the first layer named `unfreeze_from*`; return #trainable layers.
 

@@ -84,12 +84,33 @@ class Figures:
         return f"{self.films}, {self.how}"
 
 
+UPLOADED = "uploaded in the dashboard"  # how a calibration from the dashboard names its films
+# The served LiteRT model in words, by its export's `quantize` (pneumo.litert.QUANTIZATIONS).
+QUANTISATION_NAMES = {"none": "float32", "dynamic": "dynamic-range int8", "int8": "full int8",
+                      "float16": "float16"}
+
+
+def quantisation_name(quantize: Any) -> str:
+    """"float32" for an export without quantisation, "dynamic-range int8" for "dynamic"..."""
+    return QUANTISATION_NAMES.get(str(quantize), str(quantize))
+
+
+def _films_source(data: Any) -> str:
+    """Where site films came from, after their count: "of `calibration`" for a folder or file,
+    "uploaded in the dashboard: `labelled60.zip`" for an upload (a name, not a path)."""
+    text = str(data if data is not None else "?")
+    if text.startswith(UPLOADED):
+        name = text[len(UPLOADED):].lstrip(": ")
+        return f"{UPLOADED}: `{name}`" if name else UPLOADED
+    return f"of `{Path(text).name}`"
+
+
 def _site_films(source: dict[str, Any], n: Any = None, lead: str = "New patients: ") -> str:
     counts = source.get("n_per_class") or {}
     n = n or sum(v for v in counts.values() if isinstance(v, int))
     return (f"{lead}{n or '?'} films ({counts.get('NORMAL', '?')} normal, "
             f"{counts.get('PNEUMONIA', '?')} pneumonia; {source.get('n_patients', '?')} patients) "
-            f"of `{Path(str(source.get('data', '?'))).name}`")
+            + _films_source(source.get("data")))
 
 
 def served_figures(manifest: dict[str, Any], metrics: dict[str, Any] | None = None,
@@ -111,14 +132,14 @@ def served_figures(manifest: dict[str, Any], metrics: dict[str, Any] | None = No
     metrics = metrics or {}
     point = point or operating_point(manifest, served_runtime(manifest, installed=True))
     source = manifest.get("calibrated_from") or {}
+    info = {**(manifest.get("litert") or {}), **(metrics.get("litert") or {})}
+    cv = info.get("cross_validated")
+    if point.runtime == "litert" and isinstance(cv, dict) and cv.get("sensitivity") is not None:
+        films = _site_films(cv if cv.get("n_per_class") else source, cv.get("n"))
+        return Figures(dict(cv), films, "the served LiteRT model cross-validated by patient ("
+                       f"{_fitted_parts(cv.get('adapt') or source.get('adapt'))} fitted on the "
+                       "other folds)", True, True)
     if point.litert_own:
-        info = {**(manifest.get("litert") or {}), **(metrics.get("litert") or {})}
-        cv = info.get("cross_validated")
-        if isinstance(cv, dict) and cv.get("sensitivity") is not None:
-            films = _site_films(cv if cv.get("n_per_class") else source, cv.get("n"))
-            return Figures(dict(cv), films, "the served LiteRT model cross-validated by patient "
-                           "(head, temperature and threshold fitted on the other folds)",
-                           True, True)
         where = info.get("threshold_refitted_on")
         row = (info.get("parity") or {}).get(where) or {}
         served = row.get("litert") or {}
@@ -146,8 +167,8 @@ def served_figures(manifest: dict[str, Any], metrics: dict[str, Any] | None = No
     site = metrics.get("site") or manifest.get("headline_site")
     if isinstance(site, dict) and site:
         return Figures(dict(site), _site_films(source if source else site, site.get("n")),
-                       "cross-validated by patient (the last layer, temperature and threshold "
-                       "were fitted on the other folds)", True, True)
+                       f"cross-validated by patient ({_fitted_parts(source.get('adapt'))} "
+                       "fitted on the other folds)", True, True)
     test = metrics.get("test") or manifest.get("headline")
     if isinstance(test, dict) and test:
         n = test.get("n") or (((manifest.get("training_data") or {}).get("counts") or {})
@@ -157,6 +178,12 @@ def served_figures(manifest: dict[str, Any], metrics: dict[str, Any] | None = No
                        "expect lower figures, above all specificity, on your films)", False,
                        False)
     return None
+
+
+def _fitted_parts(adapt: str | None) -> str:
+    """What a site fit learned, in words (`adapt` none: only the operating point)."""
+    return ("the temperature and threshold" if adapt == "none"
+            else "the last layer, temperature and threshold")
 
 
 def _ci(metrics: dict[str, Any], key: str, percent: bool = True) -> str:
@@ -192,7 +219,7 @@ def _site_section(metrics: dict[str, Any]) -> str:
     return f"""## Results on new films (read these first)
 Films of new patients, **not** used to train the network: `{site.get('data')}`
 ({counts.get('NORMAL')} NORMAL, {counts.get('PNEUMONIA')} PNEUMONIA, {site.get('n_patients')}
-patients). The last layer, temperature and threshold were fitted to these films
+patients). {_fitted_parts(site.get('adapt')).capitalize()} were fitted to these films
 (`pneumo calibrate`, policy {site.get('policy')}, adapt {site.get('adapt')}); every figure here
 is a {site.get('folds')}-fold cross-validation **grouped by patient**: each film judged by a fit
 that never saw its patient, at that fit's threshold. 95% CIs from bootstrap resamples.
@@ -304,9 +331,26 @@ def _parity_table(info: dict[str, Any]) -> str:
         rows.append(f"| {name} (n = {r['n']}) | {f['auc']:.4f} / {q['auc']:.4f} | "
                     f"{_pct(f['sensitivity'])} / {_pct(q['sensitivity'])} | "
                     f"{_pct(f['specificity'])} / {_pct(q['specificity'])} | "
-                    f"{_pct(r.get('decisions_changed', 0))} |")
-    return ("\n| films | AUC float / LiteRT | sensitivity | specificity | decisions changed |\n"
-            "|---|---|---|---|---|\n" + "\n".join(rows) + "\n") if rows else ""
+                    f"{_pct(r.get('decisions_changed', 0))} |{_at_point_cells(r)}")
+    if not rows:
+        return ""
+    shared = any("at_float_point" in r for r in (info.get("parity") or {}).values())
+    extra = (" at the float threshold: sensitivity / specificity float, LiteRT | decisions "
+             "changed there |") if shared else ""
+    return ("\n| films | AUC float / LiteRT | sensitivity (own thresholds) | specificity (own "
+            "thresholds) | decisions changed |" + extra + "\n|---|---|---|---|---|"
+            + ("---|---|" if shared else "") + "\n" + "\n".join(rows) + "\n")
+
+
+def _at_point_cells(report: dict[str, Any]) -> str:
+    """Both models judged at the one float threshold (`pneumo.export._at_point`)."""
+    at = report.get("at_float_point")
+    if not at:
+        return ""
+    f, q = at["float"], at["litert"]
+    return (f" {_pct(f['sensitivity'])} / {_pct(f['specificity'])}, "
+            f"{_pct(q['sensitivity'])} / {_pct(q['specificity'])} | "
+            f"{_pct(at['decisions_changed'])} |")
 
 
 def _served_results(figures: Figures | None) -> str:
@@ -341,8 +385,8 @@ def _serving_section(manifest: dict[str, Any], metrics: dict[str, Any], point) -
               f"It is served at the bundle's operating point: threshold {point.threshold:.4f}, "
               f"temperature {point.temperature:.3f}.")
     text = f"""## Serving (LiteRT) and parity with the float model
-The app and `pneumo predict` serve `{info.get('file')}` ({info.get('quantize')} quantisation,
-{info.get('bytes', 0) / 1e6:.0f} MB) without TensorFlow; Grad-CAM is computed in numpy from its
+The app and `pneumo predict` serve `{info.get('file')}` - LiteRT ({quantisation_name(info.get('quantize'))}),
+{info.get('bytes', 0) / 1e6:.0f} MB - without TensorFlow; Grad-CAM is computed in numpy from its
 conv5 maps and the float dense weights. {served}
 """
     if point.litert_own:
@@ -373,9 +417,10 @@ Float model, internal test split (a patient split of the training folder, n = {t
 {_metric_rows(test)}
 """
     text += f"""
-Parity with the float Keras model (sensitivity and specificity at each model's own threshold,
-chosen out-of-fold where the policy refits the head; AUC on films a site head was fitted on is
-in-sample):
+Parity with the float Keras model: sensitivity and specificity at each model's own threshold
+(chosen out-of-fold where the policy refits the head), and both models at the float model's
+threshold; the LiteRT model keeps that threshold where the calls agree there (at most 1% of
+them differ). AUC on films a site head was fitted on is in-sample:
 {table}
 """
     return text
@@ -398,7 +443,12 @@ def model_card(manifest: dict[str, Any], metrics: dict[str, Any]) -> str:
     if point.litert_own:  # the float model's figures are in the parity section only
         results = _served_results(served_figures(manifest, metrics, point))
     else:
-        results = _site_section(metrics) + f"""## Results on the internal test split (second yardstick)
+        # A quantised served file with its own cross-validated figures: those come first.
+        served_cv = point.runtime == "litert" and bool(
+            ((metrics.get("litert") or {}).get("cross_validated") or {}).get("sensitivity"))
+        first = (_served_results(served_figures(manifest, metrics, point)) if served_cv
+                 else _site_section(metrics))
+        results = first + f"""## Results on the internal test split (second yardstick)
 A patient-level split of the same training folder ({metrics.get('split', 'test')}, n =
 {test.get('n')}): easier than new patients, so read it as an upper bound.
 

@@ -26,10 +26,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -51,6 +52,10 @@ RUNTIMES = ("auto", "litert", "keras")
 NOT_ASSESSED = "NOT ASSESSED"  # the label of an image the gate refuses: no verdict is given
 REVIEW_MARGIN = 0.10  # probability this close to the threshold asks for a second look
 SPREAD_LIMIT = 0.10  # TTA standard deviation above this asks for a second look
+# Films per model call in batches: as fast as 32 (the interpreter runs 8 rows at a time,
+# `pneumo.litert.INVOKE_ROWS`) and a third of the memory held: the peak RSS over 96 full-size
+# films was 447 MB at 8 (look-ahead 16) against 584-664 MB at 32 (docs/experiments.md).
+BATCH = 8
 # Test-time views: (shift x, shift y, scale) in fractions of the side; mild, as in training.
 TTA_VIEWS = ((0.0, 0.0, 1.0), (0.04, 0.0, 1.05), (-0.04, 0.03, 0.95))
 
@@ -227,7 +232,7 @@ class Predictor:
         """
         if cam not in CAM_METHODS:
             raise PneumoError(f"cam must be one of {CAM_METHODS}, received {cam!r}")
-        image = read_image(source, name)
+        image = read_image(source, name, model_size=self.image_size)
         x = to_model_input(image.pixels, self.image_size)
         batch = tta_views(x) if tta else x[None]
         # Only the first view's heatmap is shown: the other views only feed the spread.
@@ -306,7 +311,7 @@ class Predictor:
     # ------------------------------------------------------------------ many images
 
     def predict_batch(self, sources: Iterable[ImageSource], cam: str = "none",
-                      batch_size: int = 32, names: list[str] | None = None,
+                      batch_size: int = BATCH, names: list[str] | None = None,
                       tta: bool = False) -> list[PredictionResult | PneumoError]:
         """Predict many images in batches. Unreadable inputs give their error in place.
 
@@ -314,25 +319,54 @@ class Predictor:
         spread and "unstable" flag as `predict` gives the same image (the Batch page); off for
         evaluation, where only the probability counts.
         """
-        sources = list(sources)
-        results: list[PredictionResult | PneumoError | None] = [None] * len(sources)
-        pending: list[tuple[int, XrayImage, np.ndarray]] = []
-        per_call = max(1, batch_size // len(TTA_VIEWS)) if tta else batch_size
-        for i, source in enumerate(sources):
-            try:
-                image = read_image(source, names[i] if names else None)
-            except ImageError as exc:
-                results[i] = exc
-                continue
-            pending.append((i, image, to_model_input(image.pixels, self.image_size)))
-            if len(pending) == per_call:
-                self._run_batch(pending, results, cam, tta)
-                pending = []
-        if pending:
-            self._run_batch(pending, results, cam, tta)
-        return results  # type: ignore[return-value]
+        return list(self.iter_predict(sources, cam, batch_size, names, tta))
 
-    def _run_batch(self, pending, results, cam: str, tta: bool = False) -> None:
+    def iter_predict(self, sources: Iterable[ImageSource], cam: str = "none",
+                     batch_size: int = BATCH, names: list[str] | None = None,
+                     tta: bool = False) -> Iterator[PredictionResult | PneumoError]:
+        """`predict_batch` as a stream, in input order: a result (or the input's error) per
+        source, as soon as its batch is through.
+
+        One thread decodes and squashes the next images while the interpreter runs the current
+        batch (Pillow, OpenCV and LiteRT release the GIL), and at most three batches of decoded
+        films are held, so memory stays flat in the number of films if the caller keeps only
+        what it needs of each result.
+        """
+        per_call = max(1, batch_size // len(TTA_VIEWS)) if tta else max(1, batch_size)
+        prepared = _prefetch((self._prepare(source, names[i] if names else None)
+                              for i, source in enumerate(sources)), depth=2 * per_call)
+        pending: list[tuple[int, XrayImage, np.ndarray]] = []
+        done: dict[int, PredictionResult | PneumoError] = {}
+        emitted = 0
+        for i, item in enumerate(prepared):
+            if isinstance(item, PneumoError):
+                done[i] = item
+            else:
+                pending.append((i, *item))
+            if len(pending) == per_call:
+                done.update(self._run_batch(pending, cam, tta))
+                pending = []
+            while emitted in done:  # in order: an error waits for the films before it
+                yield done.pop(emitted)
+                emitted += 1
+        if pending:
+            done.update(self._run_batch(pending, cam, tta))
+        while emitted in done:
+            yield done.pop(emitted)
+            emitted += 1
+
+    def _prepare(self, source: ImageSource, name: str | None
+                 ) -> tuple[XrayImage, np.ndarray] | PneumoError:
+        """One source decoded and squashed to the model input, or its error."""
+        try:
+            image = read_image(source, name, model_size=self.image_size)
+        except ImageError as exc:
+            return exc
+        return image, to_model_input(image.pixels, self.image_size)
+
+    def _run_batch(self, pending, cam: str, tta: bool = False
+                   ) -> dict[int, PredictionResult]:
+        """Results of decoded films [(index, image, model input)], by index: one invoke."""
         inputs = np.stack([x for _, _, x in pending])
         n = len(inputs)
         # View-major with TTA: rows [v * n + k] are view v of image k, so the first n rows are
@@ -341,15 +375,62 @@ class Predictor:
             (-1, *inputs.shape[1:])) if tta else inputs
         out = self.backend.forward(batch, cam_rows=n if cam == "gradcam" else 0)
         probs = self._calibrate(out["logit"]).reshape(-1, n)
-        for k, (i, image, x) in enumerate(pending):
-            results[i] = self._result(image, probs[:, k], out["gate"][k],
-                                      self._heatmap(out, k, x, image, cam), cam, x)
+        return {i: self._result(image, probs[:, k], out["gate"][k],
+                                self._heatmap(out, k, x, image, cam), cam, x)
+                for k, (i, image, x) in enumerate(pending)}
 
     def probabilities(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Calibrated probabilities of already preprocessed inputs (N, S, S, 3)."""
         chunks = [self.backend.forward(images[i:i + batch_size], cam_rows=0)["logit"]
                   for i in range(0, len(images), batch_size)]
         return self._calibrate(np.concatenate(chunks)) if chunks else np.empty(0)
+
+
+def _prefetch(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """Iterate `items` with one background thread working up to `depth` items ahead.
+
+    The thread stops when the consumer stops (the generator is closed or collected), and an
+    exception in the producer is raised in the consumer."""
+    ahead: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def offer(item: Any) -> bool:
+        """Put `item` when there is room; False once the consumer has gone."""
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer(item):
+                    return
+            offer(end)
+        except BaseException as exc:  # handed to the consumer, raised there
+            offer(_Failed(exc))
+
+    worker = threading.Thread(target=produce, name="pneumo-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = ahead.get()
+            if item is end:
+                return
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+
+
+@dataclass
+class _Failed:
+    exc: BaseException
 
 
 def _resize(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -429,7 +510,7 @@ def operating_point(manifest: dict[str, Any], runtime: str | None = None,
     served = (float(info["threshold"]), float(info.get("temperature", temperature)))
     own = not np.allclose(served, (threshold, temperature), rtol=0, atol=1e-12)
     where = info.get("threshold_refitted_on")
-    source = (f"the LiteRT model's own, refitted on its outputs"
+    source = ("the LiteRT model's own, refitted on its outputs"
               + (f" over the {where}" if where else "") if own else float_point.source)
     return OperatingPoint(*served, "litert", own, source)
 
@@ -441,7 +522,7 @@ def _litert_backend(directory: Path, manifest: dict[str, Any], precision: str):
         return None, "the bundle has no model.tflite (python -m pneumo export --format litert)"
     if precision not in ("float32", "auto"):
         return None, f"precision {precision} is a Keras setting"
-    from .litert import LiteRTModel, check_head
+    from .litert import LiteRTModel, check_head, quiet_thread_pools
 
     try:
         # A damaged file is a damaged bundle (BundleError), as a damaged model.keras is.
@@ -452,6 +533,7 @@ def _litert_backend(directory: Path, manifest: dict[str, Any], precision: str):
     reason = check_head(model, info)
     if reason:
         return None, f"the numpy Grad-CAM would not be exact: {reason}"
+    quiet_thread_pools()
     return LiteRTBackend(model), None
 
 

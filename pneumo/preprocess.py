@@ -52,4 +52,4 @@ def load_model_input(source, size: int = 224) -> np.ndarray:
     """Read any supported image and preprocess it: the path shared by training and serving."""
     from .imageio import read_image
 
-    return to_model_input(read_image(source).pixels, size)
+    return to_model_input(read_image(source, model_size=size).pixels, size)

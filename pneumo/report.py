@@ -7,6 +7,10 @@ a patient. The date and time of the analysis, the bundle's name and hash are pri
 An image the out-of-population gate flagged (`assessed=False`) gets a report headed
 "NOT VALID" that carries the gate's reasons and no result: no probability, no label, no bar,
 no heatmap.
+
+The clinician's part of the page (accession number, reviewer, date, notes) is blank lines to
+fill in by hand: a report is printed from a dashboard that never reads an identifier, so it
+never pre-fills one.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .heatcheck import colour_scale
 from .render import to_rgb_uint8
 from .verdict import format_probability
 
@@ -32,6 +37,16 @@ MAX_SIDE = 1024  # images are downscaled to this for the report
 _FIXED_DATE = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)  # no real date: reproducible bytes
 _RED, _GREEN, _GREY = (200, 40, 40), (30, 130, 60), (90, 90, 90)
 NOT_VALID = "NOT VALID - outside the model's population: no result is given for this image"
+BAR_LEGEND = "Bar: probability of pneumonia. Black line: decision threshold."
+# Under the heatmap's colour key (ASCII arrows: the PNG's default font has no arrow glyphs).
+KEY_WORDS = ("low", "<- influence on the score ->", "high")
+# Blank lines the reviewing clinician fills in by hand: the report never holds an identifier,
+# so these are labels only, never pre-filled.
+FORM_TITLE = "For the reviewing clinician (fill in by hand)"
+FORM_FIELDS = ("Accession number", "Reviewed by", "Date reviewed")
+NOTES_LABEL = "Clinician's notes"
+PDF_MAX_PANEL_MM = 100.0  # a tall (portrait) film is scaled to this height: one page always
+PNG_WIDTH, PNG_MIN_HEIGHT = 1400, 1980  # the PNG is at least an A4 page's proportion
 
 
 def bundle_hash(directory) -> str:
@@ -99,7 +114,8 @@ def _header(probability: float, threshold: float, label: str | None,
 def _latin1(text: str) -> str:
     # fpdf2's core fonts are latin-1; replace typographic characters, drop the rest.
     table = {"\u2013": "-", "\u2014": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"',
-             "\u201d": '"', "\u2265": ">=", "\u2264": "<=", "\u2026": "...", "\u2192": "->"}
+             "\u201d": '"', "\u2265": ">=", "\u2264": "<=", "\u2026": "...", "\u2192": "->",
+             "\u2190": "<-"}
     for src, dst in table.items():
         text = text.replace(src, dst)
     return text.encode("latin-1", "replace").decode("latin-1")
@@ -110,7 +126,9 @@ def build_report_pdf(image: np.ndarray, overlay: np.ndarray | None, probability:
                      method: str | None = None, flags: Sequence[str] = (),
                      assessed: bool = True, analysed_at: dt.datetime | None = None,
                      model_hash: str | None = None) -> bytes:
-    """A one-page A4 PDF: film and heatmap overlay side by side, probability, threshold, flags.
+    """A one-page A4 PDF: the result and its bar, film and heatmap overlay side by side (with
+    the heatmap's colour key), the facts, blank lines for the reviewing clinician and the
+    disclaimer at the foot of the page.
 
     Args:
         image: the film, (H, W) float in [0, 1] or uint8.
@@ -131,7 +149,8 @@ def build_report_pdf(image: np.ndarray, overlay: np.ndarray | None, probability:
     pdf = FPDF(orientation="P", unit="mm", format="A4")
     pdf.set_creation_date(analysed_at or _FIXED_DATE)
     pdf.set_title("pneumo report")
-    pdf.set_auto_page_break(auto=True, margin=12)
+    pdf.set_margins(12, 12, 12)
+    pdf.set_auto_page_break(auto=True, margin=12)  # only a very long list of flags spills
     pdf.add_page()
     pdf.set_font("Helvetica", "B", 16)
     pdf.cell(0, 10, _latin1(TITLE), new_x="LMARGIN", new_y="NEXT")
@@ -141,24 +160,16 @@ def build_report_pdf(image: np.ndarray, overlay: np.ndarray | None, probability:
     pdf.set_text_color(0, 0, 0)
     if assessed:
         _pdf_bar(pdf, float(probability), float(threshold))
-    panels = [("Image", _pil(image))] + ([("Heatmap overlay", _pil(overlay))]
-                                          if overlay is not None and assessed else [])
-    width = (pdf.epw - 6) / 2
-    top = pdf.get_y() + 2
-    height = 0.0
-    for k, (caption, img) in enumerate(panels):
-        x = pdf.l_margin + k * (width + 6)
-        h = width * img.height / img.width
-        pdf.image(_jpeg(img), x=x, y=top + 6, w=width, h=h)
-        pdf.set_xy(x, top)
-        pdf.set_font("Helvetica", "", 10)
-        pdf.cell(width, 5, caption)
-        height = max(height, h)
-    pdf.set_xy(pdf.l_margin, top + 8 + height)
+    with_heatmap = overlay is not None and assessed
+    _pdf_panels(pdf, _pil(image), _pil(overlay) if with_heatmap else None)
     pdf.set_font("Helvetica", "", 10)
     for line in _lines(model_name, method, flags, analysed_at, model_hash, assessed):
         pdf.multi_cell(0, 5, _latin1(line), align="L", new_x="LMARGIN", new_y="NEXT")
-    pdf.ln(3)
+    pdf.set_font("Helvetica", "I", 9)
+    disclaimer = pdf.multi_cell(0, 4.5, _latin1(DISCLAIMER), dry_run=True, output="LINES")
+    foot = pdf.h - pdf.b_margin - 4.5 * len(disclaimer)  # the disclaimer ends the page
+    _pdf_form(pdf, foot - 3)
+    pdf.set_xy(pdf.l_margin, max(foot, pdf.get_y() + 3))
     pdf.set_font("Helvetica", "I", 9)
     pdf.set_text_color(*_GREY)
     pdf.multi_cell(0, 4.5, _latin1(DISCLAIMER), align="L", new_x="LMARGIN", new_y="NEXT")
@@ -166,7 +177,13 @@ def build_report_pdf(image: np.ndarray, overlay: np.ndarray | None, probability:
 
 
 def _pdf_bar(pdf, probability: float, threshold: float) -> None:
-    x, y, w, h = pdf.l_margin, pdf.get_y() + 2, pdf.epw, 5
+    """The legend above the bar, 0% and 100% below it: the threshold line, which stands out
+    of the bar, crosses neither (1.8 mm clear of both)."""
+    x, w = pdf.l_margin, pdf.epw
+    pdf.set_y(pdf.get_y() + 1)
+    pdf.set_font("Helvetica", "", 8)
+    pdf.cell(w, 4, _latin1(BAR_LEGEND), align="L", new_x="LMARGIN", new_y="NEXT")
+    y, h = pdf.get_y() + 2.5, 6
     pdf.set_draw_color(120, 120, 120)
     pdf.set_fill_color(235, 235, 235)
     pdf.rect(x, y, w, h, style="DF")
@@ -175,14 +192,73 @@ def _pdf_bar(pdf, probability: float, threshold: float) -> None:
         pdf.rect(x, y, w * probability, h, style="F")
     pdf.set_draw_color(0, 0, 0)
     pdf.set_line_width(0.6)
-    pdf.line(x + w * threshold, y - 1.5, x + w * threshold, y + h + 1.5)
+    pdf.line(x + w * threshold, y - 1.2, x + w * threshold, y + h + 1.2)
     pdf.set_line_width(0.2)
-    pdf.set_xy(x, y + h + 1)
+    pdf.set_xy(x, y + h + 2.2)
+    pdf.cell(w / 2, 4, "0%", align="L")
+    pdf.cell(w / 2, 4, "100%", align="R", new_x="LMARGIN", new_y="NEXT")
+
+
+def _fit(img: Image.Image, width: float, max_height: float) -> tuple[float, float]:
+    """(w, h) of `img` scaled to `width`, or smaller to stay within `max_height`."""
+    h = width * img.height / img.width
+    return (width, h) if h <= max_height else (max_height * img.width / img.height, max_height)
+
+
+def _pdf_panels(pdf, film: Image.Image, heat: Image.Image | None) -> None:
+    """Film and overlay side by side, the colour key under the overlay."""
+    gap = 6
+    width = (pdf.epw - gap) / 2
+    top = pdf.get_y() + 3
+    bottom = top
+    pdf.set_font("Helvetica", "", 10)
+    for k, (caption, img) in enumerate([("Image", film)]
+                                       + ([("Heatmap overlay", heat)] if heat else [])):
+        x = pdf.l_margin + k * (width + gap)
+        w, h = _fit(img, width, PDF_MAX_PANEL_MM)
+        pdf.set_xy(x, top)
+        pdf.cell(width, 5, caption)
+        pdf.image(_jpeg(img), x=x, y=top + 6, w=w, h=h)
+        bottom = max(bottom, top + 6 + h)
+        if k == 1:
+            key_top = top + 6 + h + 2
+            pdf.image(Image.fromarray(colour_scale(512, 14), "RGB"), x=x, y=key_top, w=w, h=3.5)
+            _pdf_key_words(pdf, x, key_top + 4, w)
+            bottom = max(bottom, key_top + 8)
+    pdf.set_xy(pdf.l_margin, bottom + 3)
+
+
+def _pdf_key_words(pdf, x: float, y: float, width: float) -> None:
+    low, middle, high = KEY_WORDS
     pdf.set_font("Helvetica", "", 8)
-    pdf.cell(15, 4, "0%", align="L")
-    pdf.cell(w - 30, 4, "bar = probability of pneumonia; black line = decision threshold",
-             align="C")
-    pdf.cell(15, 4, "100%", align="R", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_xy(x, y)
+    pdf.cell(width / 4, 4, low, align="L")
+    pdf.cell(width / 2, 4, middle, align="C")
+    pdf.cell(width / 4, 4, high, align="R")
+    pdf.set_font("Helvetica", "", 10)
+
+
+def _pdf_form(pdf, bottom: float) -> None:
+    """Labelled blank lines for the clinician, then ruled lines for notes down to `bottom`."""
+    pdf.set_y(pdf.get_y() + 4)
+    pdf.set_font("Helvetica", "B", 10)
+    pdf.cell(0, 6, _latin1(FORM_TITLE), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", "", 10)
+    pdf.set_draw_color(*_GREY)
+    right = pdf.l_margin + pdf.epw
+    for field in (*FORM_FIELDS, NOTES_LABEL):
+        y = pdf.get_y() + 3
+        pdf.set_xy(pdf.l_margin, y)
+        text = f"{field}:"
+        pdf.cell(pdf.get_string_width(text) + 2, 6, _latin1(text))
+        pdf.line(pdf.get_x(), y + 5, right, y + 5)  # the blank to write on
+        pdf.set_xy(pdf.l_margin, y + 6)
+    y = pdf.get_y() + 8
+    while y <= bottom:  # the rest of the page: lines for the notes
+        pdf.line(pdf.l_margin, y, right, y)
+        y += 8
+    pdf.set_draw_color(0, 0, 0)
+    pdf.set_y(min(y, bottom))
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -204,48 +280,58 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> list[str]:
     return lines + ([line] if line else [])
 
 
+_PNG_MARGIN, _PNG_GAP, _PNG_ROW = 40, 30, 32  # px: page margin, between panels, text line
+_PNG_FORM = 56  # px per blank field, and per ruled line for notes
+
+
 def build_report_png(image: np.ndarray, overlay: np.ndarray | None, probability: float,
                      threshold: float, model_name: str, label: str | None = None,
                      method: str | None = None, flags: Sequence[str] = (),
                      assessed: bool = True, analysed_at: dt.datetime | None = None,
                      model_hash: str | None = None) -> bytes:
-    """The same report as `build_report_pdf`, as one PNG image (1400 px wide)."""
+    """The same report as `build_report_pdf`, as one PNG page (1400 px wide, at least A4's
+    proportion: the notes' ruled lines fill what the content leaves)."""
     label, summary = _header(probability, threshold, label, assessed)
-    width, margin, gap = 1400, 40, 30
-    panel = (width - 2 * margin - gap) // 2
+    width, margin, gap = PNG_WIDTH, _PNG_MARGIN, _PNG_GAP
+    inner = width - 2 * margin
+    panel = (inner - gap) // 2
     imgs = [("Image", _pil(image, panel))]
     if overlay is not None and assessed:
         imgs.append(("Heatmap overlay", _pil(overlay, panel)))
-    img_h = max(img.height for _, img in imgs)
+    img_h = max(img.height for _, img in imgs) + (60 if len(imgs) == 2 else 0)  # + the key
     big, mid, small = _font(34), _font(24), _font(20)
     scratch = ImageDraw.Draw(Image.new("RGB", (8, 8)))
     text_lines = [line for text in _lines(model_name, method, flags, analysed_at, model_hash,
                                           assessed)
-                  for line in _wrap(scratch, text, mid, width - 2 * margin)]
-    disclaimer = _wrap(scratch, DISCLAIMER, small, width - 2 * margin)
-    height = (margin + 186 + 34 + img_h + 20 + 32 * len(text_lines) + 20
-              + 26 * len(disclaimer) + margin)
-    canvas = Image.new("RGB", (width, height), "white")
+                  for line in _wrap(scratch, text, mid, inner)]
+    disclaimer = _wrap(scratch, DISCLAIMER, small, inner)
+    head = 56 + 44 * len(_wrap(scratch, summary, mid, inner)) + (110 if assessed else 0)
+    form = 70 + _PNG_FORM * (len(FORM_FIELDS) + 1) + 2 * _PNG_FORM  # at least 2 note lines
+    content = (margin + head + 34 + img_h + 20 + _PNG_ROW * len(text_lines) + form + 20
+               + 26 * len(disclaimer) + margin)
+    canvas = Image.new("RGB", (width, max(PNG_MIN_HEIGHT, content)), "white")
     draw = ImageDraw.Draw(canvas)
     y = margin
     draw.text((margin, y), TITLE, fill="black", font=big)
     y += 56
-    draw.text((margin, y), summary, font=mid, fill=_GREEN if label == "NORMAL" else _RED)
-    y += 44
+    for line in _wrap(scratch, summary, mid, inner):
+        draw.text((margin, y), line, font=mid, fill=_GREEN if label == "NORMAL" else _RED)
+        y += 44
     if assessed:
-        _png_bar(draw, margin, y, width - 2 * margin, float(probability), float(threshold))
-        draw.text((margin, y + 36), "bar = probability of pneumonia; black line = decision "
-                  "threshold", fill=_GREY, font=small)
-    y += 86
+        y = _png_bar(draw, margin, y, inner, float(probability), float(threshold), small)
     for k, (caption, img) in enumerate(imgs):
         x = margin + k * (panel + gap)
         draw.text((x, y), caption, fill="black", font=mid)
         canvas.paste(img, (x, y + 34))
+        if k == 1:
+            _png_key(canvas, draw, x, y + 34 + img.height + 8, img.width, small)
     y += 34 + img_h + 20
     for line in text_lines:
         draw.text((margin, y), line, fill="black", font=mid)
-        y += 32
-    y += 20
+        y += _PNG_ROW
+    foot = canvas.height - margin - 26 * len(disclaimer)
+    _png_form(draw, margin, y + 30, inner, foot - 20, mid)
+    y = foot
     for line in disclaimer:
         draw.text((margin, y), line, fill=_GREY, font=small)
         y += 26
@@ -255,10 +341,43 @@ def build_report_png(image: np.ndarray, overlay: np.ndarray | None, probability:
 
 
 def _png_bar(draw: ImageDraw.ImageDraw, x: int, y: int, width: int, probability: float,
-             threshold: float) -> None:
-    draw.rectangle([x, y, x + width, y + 24], fill=(235, 235, 235), outline=_GREY)
+             threshold: float, font) -> int:
+    """Legend above, 0% and 100% below the bar: the threshold line, standing 8 px out of the
+    bar, stays clear of both. Returns the y below the block."""
+    draw.text((x, y), BAR_LEGEND, fill=_GREY, font=font)
+    top = y + 42
+    draw.rectangle([x, top, x + width, top + 24], fill=(235, 235, 235), outline=_GREY)
     if probability > 0:
-        draw.rectangle([x, y, x + int(width * probability), y + 24],
+        draw.rectangle([x, top, x + int(width * probability), top + 24],
                        fill=_RED if probability >= threshold else _GREEN)
     tx = x + int(width * threshold)
-    draw.line([tx, y - 8, tx, y + 32], fill="black", width=4)
+    draw.line([tx, top - 8, tx, top + 32], fill="black", width=4)
+    draw.text((x, top + 40), "0%", fill=_GREY, font=font)
+    draw.text((x + width, top + 40), "100%", fill=_GREY, font=font, anchor="ra")
+    return top + 76
+
+
+def _png_key(canvas: Image.Image, draw: ImageDraw.ImageDraw, x: int, y: int, width: int,
+             font) -> None:
+    """The overlay's colour bar (`colour_scale`) with its words, under the overlay."""
+    canvas.paste(Image.fromarray(colour_scale(width, 18), "RGB"), (x, y))
+    low, middle, high = KEY_WORDS
+    draw.text((x, y + 24), low, fill=_GREY, font=font)
+    draw.text((x + width // 2, y + 24), middle, fill=_GREY, font=font, anchor="ma")
+    draw.text((x + width, y + 24), high, fill=_GREY, font=font, anchor="ra")
+
+
+def _png_form(draw: ImageDraw.ImageDraw, x: int, y: int, width: int, bottom: int,
+              font) -> None:
+    """Labelled blank lines for the clinician, then ruled lines for notes down to `bottom`."""
+    draw.text((x, y), FORM_TITLE, fill="black", font=font)
+    y += 50
+    for field in (*FORM_FIELDS, NOTES_LABEL):
+        text = f"{field}:"
+        draw.text((x, y), text, fill="black", font=font)
+        start = x + int(draw.textlength(text, font=font)) + 12
+        draw.line([start, y + 28, x + width, y + 28], fill=_GREY, width=2)
+        y += _PNG_FORM
+    while y + 28 <= bottom:
+        draw.line([x, y + 28, x + width, y + 28], fill=_GREY, width=2)
+        y += _PNG_FORM

@@ -43,16 +43,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     args = parser.parse_args()
 
-    import keras
 
-    from pneumo import model as _model  # noqa: F401  registers the preprocessing layer
+    from pneumo.model import load_bundle_model
     from pneumo.explain import Explainer
     from pneumo.predict import load_gate
 
     gate = load_gate(Path(args.model) / "gate.npz")
     image = read_image(args.image)
     x = to_model_input(image.pixels, 224)[None]
-    model = keras.models.load_model(Path(args.model) / "model.keras", compile=False)
+    model = load_bundle_model(args.model)
     plain = Explainer(model)
     gated = Explainer(model, pooled_layers=(gate.layer,))
     features = gated.forward_with_cam(x)[f"pooled:{gate.layer}"][0]

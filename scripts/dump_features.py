@@ -48,9 +48,9 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from pneumo import model as _model  # noqa: F401  registers the preprocessing layer
+    from pneumo.model import load_bundle_model
 
-    net = keras.models.load_model(Path(args.model) / "model.keras", compile=False)
+    net = load_bundle_model(args.model)
     outputs = [net.get_layer(FEATURES_LAYER).output, net.get_layer(LOGIT_LAYER).output]
     outputs += [keras.ops.mean(net.get_layer(name).output, axis=(1, 2)) for name in POOLED]
     reader = keras.Model(net.input, outputs)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -213,7 +214,9 @@ def test_threshold_slider_changes_metrics_and_is_shared(serve, fake_bundle):
 def test_prevalence_recomputes_ppv(serve, fake_bundle):
     at = serve(fake_bundle.parent).run()
     at.switch_page("app/confusion.py").run()
-    assert "default: held-out test split of fake-bundle" in at.number_input[0].label
+    # Issue 15: it read "(default: held-out test split of fake-bundle's)".
+    assert at.number_input[0].label == "Prevalence in your setting (default: as in the films shown)"
+    assert "held-out test split of fake-bundle" in at.number_input[0].help
     ppv = float(metric(at, "PPV"))
     at.number_input[0].set_value(0.05).run()
     assert float(metric(at, "PPV")) < ppv
@@ -581,6 +584,38 @@ def test_render_prediction_with_stub_predictor():
     assert not at.radio and not at.slider and not at.download_button
 
 
+def test_report_downloads_are_bytes_that_survive_reruns_and_clicks():
+    """Issue 13: the PNG download clicked within ~0.3 s of the PDF one did nothing ("Deferred
+    file ... not found"): each button held a callable, registered under an id that the rerun
+    after a click replaced. Both must carry bytes (a media URL, no deferred id), the same
+    across reruns and after the other button is clicked, and a click must not rerun."""
+    at = AppTest.from_function(_stub_script, default_timeout=60)
+    at.session_state["data"] = b"inside"
+    at.run()
+    assert not at.exception
+
+    def shown() -> dict[str, str]:
+        buttons = {b.label: b.proto for b in at.download_button}
+        assert set(buttons) == {"Download report (PDF)", "Download report (PNG)"}
+        for proto in buttons.values():
+            assert proto.url and not proto.deferred_file_id, proto  # bytes, not a callable
+            assert proto.ignore_rerun  # a download changes nothing on the page
+        return {label: proto.url for label, proto in buttons.items()}
+
+    first = shown()
+    assert first["Download report (PDF)"].endswith(".pdf")
+    assert first["Download report (PNG)"].endswith(".png")
+    reports = at.session_state["_reports"]
+    assert reports["pdf"].startswith(b"%PDF") and reports["png"].startswith(b"\x89PNG")
+    at.run()
+    assert shown() == first  # the same files (the media id is the bytes' hash) after a rerun
+    at.download_button[0].click().run()
+    assert shown() == first  # and after the PDF was downloaded: the PNG's link still works
+    at.slider(key="cam_opacity").set_value(0.8).run()
+    changed = shown()
+    assert changed["Download report (PNG)"] != first["Download report (PNG)"]  # new overlay
+
+
 # ----------------------------------------------------------------------------- batch
 
 
@@ -620,6 +655,50 @@ def test_batch_zip_and_loose_files(serve, real_bundle):
     assert counted["Unreadable"] == 2 and sum(counted.values()) == 5
     assert counted["Not assessed"] == int((table["result"] == "Not assessed").sum())
     assert [b.label for b in at.download_button] == ["Download CSV"]
+
+
+def test_batch_table_fits_a_1400_px_window(serve, fake_bundle, monkeypatch):
+    """Issue 14: at 1,400 px the error column and the "score (not valid)" column were cut
+    off (their widths summed to ~1,170 px). In a 1,400 px window the wide layout's main
+    column is 940 px (measured in Chromium: 1,100 px beside the 300 px sidebar, less 2 x 80 px
+    padding), of which the row-selection checkboxes take ~35: every column gets a width and
+    all of them fit, with the not-valid scores shown too; long errors read in full below."""
+    from types import SimpleNamespace
+
+    from app import state
+    from pneumo.imageio import XrayImage
+    from pneumo.predict import PredictionResult
+
+    def result(data: bytes) -> PredictionResult:
+        inside = data == b"film"
+        return PredictionResult(
+            probability=0.7, threshold=0.5, in_population=inside,
+            label="PNEUMONIA" if inside else "NOT ASSESSED", ood_score=0.5 if inside else 3.0,
+            uncertainty=0.0, needs_review=not inside,
+            reasons=[] if inside else ["Unlike the training films. (reason code: x)"],
+            population_reasons=[] if inside else ["Unlike the training films. (reason code: x)"],
+            image=XrayImage(np.zeros((8, 8), np.float32), "PNG", 8, 0.0, {}))
+
+    stub = SimpleNamespace(name="stub", directory="stub", threshold=0.5,
+                           predict_batch=lambda data, **kw: [result(d) for d in data])
+    monkeypatch.setattr(state, "get_predictor", lambda bundle: stub)
+    at = serve(fake_bundle.parent).run()
+    at.switch_page("app/batch.py").run()
+    at.file_uploader[0].set_value([("a.png", b"film", "image/png"),
+                                   ("b.png", b"other", "image/png"),
+                                   ("fake.zip", b"PK\x03\x04junk", "application/zip")]).run()
+    at.toggle(key="batch_show_scores").set_value(True).run()
+    assert not problems(at)
+    frame = at.dataframe[0]
+    shown = list(frame.value.columns)
+    assert len(shown) == 7 and shown[-1].startswith("score (not valid")
+    config = json.loads(frame.proto.columns)
+    widths = [config.get(name, {}).get("width") for name in shown]
+    assert all(isinstance(w, int) for w in widths), dict(zip(shown, widths))
+    assert sum(widths) + 35 <= 940, dict(zip(shown, widths))
+    assert config[shown[-1]]["label"] == "score (not valid)"  # a header that fits its width
+    assert any("fake.zip" in t.value and "not a readable ZIP" in t.value
+               for t in at.expander[0].text)  # the error in full
 
 
 def _served_bundle(tiny_bundle: Path, root: Path) -> tuple[Path, float, float, float]:
@@ -737,6 +816,120 @@ def test_a_library_written_card_is_rebuilt_a_hand_written_one_kept(serve, tmp_pa
     assert not at.exception and "STALE LINE" not in text and "Served by the" in text
 
 
+def _compare_page(serve, tmp_path, monkeypatch) -> AppTest:
+    """The Compare page on two fake bundles - A `default` and B in folder `other` named
+    `fake-b`, site-calibrated on 12 of the 40 films compared - with the scoring stubbed (a
+    fake bundle has no model): the page's own rendering of the comparison."""
+    from types import SimpleNamespace
+
+    from app import state
+    from pneumo import compare
+    from pneumo.evaluate import COLUMNS, Evaluation
+    from pneumo.uploads import Film
+
+    write_fake_bundle(tmp_path / "default", n=40)
+    other = write_fake_bundle(tmp_path / "other", n=40, seed=1)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["name"] = "fake-b"
+    rng = np.random.default_rng(3)
+    names = [f"site/{'PNEUMONIA' if i % 2 else 'NORMAL'}/film{i:02d}.jpeg" for i in range(40)]
+    labels = [i % 2 for i in range(40)]
+    pd.DataFrame({"path": [f"/data/calibration/{n.split('/', 1)[1]}" for n in names[:12]],
+                  "label": labels[:12]}).to_csv(other / "site_predictions.csv", index=False)
+    write_manifest(other, {k: v for k, v in manifest.items()
+                           if k not in ("files", "bundle_format")})
+
+    def table(shift: float) -> pd.DataFrame:
+        p = np.clip(0.3 + 0.4 * np.array(labels) + rng.normal(shift, 0.2, 40), 0.01, 0.99)
+        return pd.DataFrame({"path": names, "patient_id": [f"P{i}" for i in range(40)],
+                             "label": labels, "probability": p, "assessed": True,
+                             "ood_score": 0.5, "gate_reasons": "", "mass_inside": 0.9,
+                             "hot_inside": 1.0, "sha256": ""})[COLUMNS]
+
+    def fake_compare(pred_a, pred_b, films, progress=None, bootstrap=1000, tables=None):
+        result = compare.compare_tables(table(0.0), table(0.05), 0.5, 0.5, bootstrap=50)
+        result["models"] = [{"name": p.name, "path": str(p.directory), "threshold": 0.5}
+                            for p in (pred_a, pred_b)]
+        return result, []
+
+    monkeypatch.setattr(compare, "compare_films", fake_compare)
+    monkeypatch.setattr(state, "get_predictor", lambda bundle: SimpleNamespace(
+        name=bundle.name, directory=bundle.path, threshold=0.5))
+    films = [Film(n, y, f"P{i}", lambda: b"") for i, (n, y) in enumerate(zip(names, labels))]
+    evaluation = Evaluation(name="site.zip", source="site.zip", layout="class folders",
+                            model="fake-bundle", model_path=str(tmp_path / "default"),
+                            threshold=0.5, table=table(0.0), films=films)
+    at = serve(tmp_path)
+    at.session_state["evaluations"] = {"site.zip": evaluation}
+    at.run()
+    at.switch_page("app/compare.py").run()
+    assert not problems(at)
+    return at
+
+
+def test_compare_warns_about_films_model_b_was_fitted_on(serve, tmp_path, monkeypatch):
+    """Issue 12: model B was calibrated on 12 of these films (its site_predictions.csv): the
+    page says so, as Evaluate does, for that model only."""
+    at = _compare_page(serve, tmp_path, monkeypatch)
+    seen = [w.value for w in at.warning if "used to fit this model" in w.value]
+    assert len(seen) == 1, [w.value for w in at.warning]
+    assert "fake-b" in seen[0] and "12 of these 40 films" in seen[0]
+    assert "site calibration" in seen[0]
+
+
+def test_compare_names_each_model_one_way_and_draws_a_unit_roc(serve, tmp_path, monkeypatch):
+    """Issue 12: model B is "fake-b" (its manifest's name) in the picker, the table and the
+    chart - never its folder's name; the ROC axes run from 0 to 1 (no widening to keep the
+    plane square) and the legend sits under the plot, off the curves."""
+    at = _compare_page(serve, tmp_path, monkeypatch)
+    assert at.selectbox(key="compare_b").options == ["fake-b"]
+    assert list(at.dataframe[0].value.columns)[1:] == ["A: fake-bundle", "B: fake-b"]
+    chart = next(c for c in at.get("plotly_chart") if "roc_overlay" in c.proto.id)
+    spec = json.loads(chart.proto.spec)
+    traces = [t["name"] for t in spec["data"] if t["name"] != "chance"]
+    assert [t.split(" (AUC")[0] for t in traces] == ["A: fake-bundle", "B: fake-b"]
+    assert "other" not in " ".join([*traces, *(c.value for c in at.caption),
+                                    *(w.value for w in at.warning)])
+    layout = spec["layout"]
+    for axis in ("xaxis", "yaxis"):
+        assert layout[axis]["range"] == [0, 1], layout[axis]
+        assert layout[axis].get("constrain") == "domain", layout[axis]
+    assert layout["legend"]["y"] < 0 and layout["legend"].get("yanchor") == "top"
+
+
+def test_wording_of_uploaded_site_films_and_the_litert_precision(serve, tmp_path):
+    """Issue 15: "... of uploaded in the dashboard: labelled60.zip" and "(none quantisation)"
+    on Home and the model card; the sidebar names the precision the same way."""
+    from pneumo.litert import HEAD_KIND
+
+    bundle = write_fake_bundle(tmp_path / "site", n=40)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest.update(headline_site={"auc": 0.98, "specificity": 0.92},
+                    calibrated_from={"n_per_class": {"NORMAL": 30, "PNEUMONIA": 30},
+                                     "n_patients": 50, "parent_name": "parent-model",
+                                     "data": "uploaded in the dashboard: labelled60.zip"},
+                    litert={"file": "model.tflite", "head": HEAD_KIND, "quantize": "none",
+                            "bytes": 94_000_000, "threshold": 0.5, "temperature": 1.2})
+    write_manifest(bundle, {k: v for k, v in manifest.items()
+                            if k not in ("files", "bundle_format")})
+    at = serve(bundle).run()
+    home = " ".join(c.value for c in at.caption)
+    assert "films (30 normal, 30 pneumonia; 50 patients) uploaded in the dashboard: " \
+           "`labelled60.zip`" in home, home
+    assert "of uploaded" not in home and "of `uploaded" not in home
+    at.switch_page("app/model_card.py").run()
+    card = " ".join(m.value for m in at.markdown)
+    assert "LiteRT (float32)" in card and "quantisation," not in card
+    assert "of `uploaded" not in card and "of uploaded" not in card
+
+
+def test_quantisation_names():
+    from pneumo.modelcard import quantisation_name
+
+    assert quantisation_name("none") == "float32"
+    assert quantisation_name("dynamic") == "dynamic-range int8"
+
+
 # ----------------------------------------------------------------------------- uploads (ZIP guard)
 
 
@@ -816,6 +1009,124 @@ def test_report_pdf_and_png_have_the_facts_and_no_identifiers():
     assert Image.open(io.BytesIO(no_overlay)).format == "PNG"
     with pytest.raises(ValueError):
         build_report_pdf(gray, ov, probability=1.5, threshold=0.5, model_name="m")
+
+
+_TEXT_OP = re.compile(rb"BT ([\d.]+) ([\d.]+) Td (?:[\d. ]+ r?g )?\((.*?)\) Tj ET")
+_FONT_OP = re.compile(rb"/F\d+ ([\d.]+) Tf")
+_LINE_OP = re.compile(rb"([\d.]+) ([\d.]+) m ([\d.]+) ([\d.]+) l S")
+_MM = 72 / 25.4  # PDF points per millimetre
+
+
+def _pdf_ops(pdf: bytes) -> tuple[list[tuple[float, float, float, str]], list[tuple]]:
+    """(texts as (x, baseline y, font size, text), lines as (x1, y1, x2, y2)) of a PDF, in
+    points from the page's bottom-left corner."""
+    texts, lines = [], []
+    for chunk in pdf.split(b"stream")[1:]:
+        try:
+            body = zlib.decompress(chunk.split(b"endstream")[0].strip(b"\r\n"))
+        except zlib.error:
+            continue
+        size = 10.0
+        for row in body.split(b"\n"):
+            font = _FONT_OP.search(row)
+            size = float(font.group(1)) if font else size
+            for m in _TEXT_OP.finditer(row):
+                texts.append((float(m.group(1)), float(m.group(2)), size,
+                              m.group(3).decode("latin-1")))
+            lines += [tuple(map(float, m.groups())) for m in _LINE_OP.finditer(row)]
+    return texts, lines
+
+
+def _report_kw(**changes):
+    import datetime as dt
+
+    kw = dict(probability=0.62, threshold=0.51, model_name="resnet50-test", method="Grad-CAM",
+              flags=["The probability is close to the decision threshold."],
+              analysed_at=dt.datetime(2026, 12, 2, 10, 0, tzinfo=dt.timezone.utc),
+              model_hash="abcdef123456")
+    return {**kw, **changes}
+
+
+@pytest.mark.parametrize("threshold", [0.04, 0.51, 0.97])
+def test_report_pdf_threshold_line_stays_clear_of_every_text(threshold):
+    """Issue 10: the threshold line was drawn 0.3 mm from the legend under the bar (over it,
+    on paper). No text may come within 1 mm of the line, wherever the threshold sits."""
+    from pneumo.report import build_report_pdf
+
+    gray, ov = _report_inputs()
+    texts, lines = _pdf_ops(build_report_pdf(gray, ov, **_report_kw(threshold=threshold)))
+    vertical = [(x1, min(y1, y2), max(y1, y2)) for x1, y1, x2, y2 in lines if x1 == x2]
+    assert len(vertical) == 1, vertical  # the threshold line, and no other vertical line
+    x, low, high = vertical[0]
+    for tx, baseline, size, text in texts:
+        width = 0.6 * size * len(text)  # wider than Helvetica's widest run of letters
+        top, bottom = baseline + 0.75 * size, baseline - 0.25 * size
+        if tx - _MM <= x <= tx + width + _MM:
+            assert bottom - high >= _MM or low - top >= _MM, (text, baseline, low, high)
+
+
+def test_report_pdf_has_colour_key_blank_fields_and_fills_the_page():
+    """Issue 10: a colour key under the heatmap, labelled blank lines for accession number and
+    reviewer (never pre-filled), and the page used down to its foot - on one page, also for a
+    tall film."""
+    from pneumo.render import overlay
+    from pneumo.report import build_report_pdf
+
+    gray, ov = _report_inputs()
+    tall = np.ascontiguousarray(gray.T)
+    for film, heat in ((gray, ov), (tall, overlay(tall, np.ones_like(tall), 0.4))):
+        pdf = build_report_pdf(film, heat, **_report_kw())
+        assert len(re.findall(rb"/Type\s*/Page\b", pdf)) == 1  # one page ("/Pages" is not)
+        texts, lines = _pdf_ops(pdf)
+        words = [t for *_, t in texts]
+        assert len(re.findall(rb"/Subtype\s*/Image", pdf)) == 3  # film, overlay, colour key
+        assert {"low", "high"} <= set(words) and any("influence on the score" in w
+                                                     for w in words)
+        for field in ("Accession number:", "Reviewed by:"):
+            assert field in words, words  # the label alone: nothing written after it
+            _, y, *_ = next(t for t in texts if t[3] == field)
+            assert any(y1 == y2 and abs(y1 - y) < 3 * _MM and x2 - x1 > 60 * _MM
+                       for x1, y1, x2, y2 in lines), field  # a blank line to write on
+        assert min(y for _, y, _, _ in texts) < 25 * _MM  # text down to the page's foot
+    bare = build_report_pdf(gray, None, **_report_kw(method=None))
+    assert len(re.findall(rb"/Subtype\s*/Image", bare)) == 1  # no heatmap: no key either
+
+
+def test_report_png_has_colour_key_and_is_a_full_page():
+    """Issue 10 in the PNG: the overlay's colour bar (`colour_scale`) is drawn in the report,
+    and the image has a page's proportion (A4) rather than stopping half-way."""
+    from pneumo.heatcheck import colour_scale
+    from pneumo.report import build_report_png
+
+    gray, ov = _report_inputs()
+    img = np.asarray(Image.open(io.BytesIO(build_report_png(gray, ov, **_report_kw()))))
+    assert img.shape[0] >= img.shape[1] * 297 / 210 - 1
+    low, high = colour_scale()[0, 0].astype(int), colour_scale()[0, -1].astype(int)
+
+    def key_rows(page: np.ndarray) -> np.ndarray:
+        """Rows holding both ends of the colour scale (pure colours, not blended)."""
+        def near(colour):
+            return (np.abs(page.astype(int) - colour).max(axis=2) <= 6).any(axis=1)
+        return np.flatnonzero(near(low) & near(high))
+
+    assert key_rows(img).size, "no row holds both ends of the heatmap's colour scale"
+    no_heat = np.asarray(Image.open(io.BytesIO(build_report_png(
+        gray, None, **_report_kw(method=None)))))
+    assert not key_rows(no_heat).size  # no heatmap, no key
+
+
+def test_not_valid_report_gives_the_gates_message_without_scores():
+    """Issue 10: the gate's plain message and reason code, never its raw score and cut-off -
+    the words the Predict page passes to the report for a refused film."""
+    from pneumo.population import Flag
+    from pneumo.report import build_report_pdf
+
+    flag = Flag("possibly_adult", "This is possibly an adult chest film.", 8.19, -0.26)
+    gray, _ = _report_inputs()
+    text = _pdf_text(build_report_pdf(gray, None, **_report_kw(
+        assessed=False, flags=[flag.text()], method=None)))
+    assert "possibly an adult chest film" in text and "possibly_adult" in text
+    assert "8.19" not in text and "cut-off" not in text and "NOT VALID" in text
 
 
 # ----------------------------------------------------------------------------- TensorFlow-free

@@ -170,3 +170,35 @@ def test_refit_gate_gives_a_bundle_an_adult_detector(tiny_bundle, site_folder, t
     assert after.adult is not None and after.adult.n_adult == 32
     assert read_manifest(bundle, verify=True)["gate"]["adult_detector"]["n_adult_films"] == 32
     assert summary["gate"]["cutoffs_set_on"] == ["validation split (12 films)"]
+
+
+def test_a_quantised_served_model_gets_its_own_cross_validated_figures(tiny_bundle, tmp_path):
+    """The card's headline is the served file's figures: after calibration with a quantised
+    LiteRT file, its own outputs are cross-validated and recorded, and the card leads with
+    them; a float32 file (the same outputs as the float model) records nothing."""
+    import shutil
+
+    from pneumo.bundle import read_manifest, refresh_hashes
+    from pneumo.calibrate import record_served_cv
+    from pneumo.datasets import discover
+    from pneumo.pipeline import frame_images
+
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    site = write_synthetic_xrays(tmp_path / "site", per_class=12, seed=5)
+    frame = discover(site, "evaluate")
+    images = frame_images(frame, int(read_manifest(bundle, verify=False)["image_size"]))
+    provenance = {"data": "site", "n_per_class": {"NORMAL": 12, "PNEUMONIA": 12},
+                  "adapt": "none"}
+    kwargs = dict(adapt="none", policy="sensitivity", target_sensitivity=0.95, cost_ratio=3.0)
+    manifest = read_manifest(bundle, verify=False)
+    refresh_hashes(bundle, litert={**manifest["litert"], "quantize": "none"})
+    assert record_served_cv(bundle, frame, images, provenance, 3, 0, 50, **kwargs) is None
+    refresh_hashes(bundle, litert={**manifest["litert"], "quantize": "dynamic"})
+    figures = record_served_cv(bundle, frame, images, provenance, 3, 0, 50, **kwargs)
+    assert figures["n"] == 24 and figures["folds"] == 3
+    recorded = json.loads((bundle / "metrics.json").read_text())["litert"]["cross_validated"]
+    assert recorded["sensitivity"] == figures["sensitivity"]
+    card = (bundle / "MODEL_CARD.md").read_text()
+    assert "served LiteRT model cross-validated by patient" in card.split("## Results on the")[0]
+    read_manifest(bundle, verify=True)  # the rewritten files are in the manifest's sums

@@ -322,3 +322,39 @@ def test_full_size_film_matches_training_images(shared_data):
         assert x.shape == (224, 224, 3) and x.dtype == np.uint8
         assert 60 < x.mean() < 200 and lo < x.mean() < hi, (path.name, x.mean(), lo, hi)
         assert 25 < x[..., 0].std() < 100, (path.name, x[..., 0].std())
+
+
+def _jpeg(side_w: int, side_h: int) -> bytes:
+    import io as _io
+
+    from PIL import Image as _Image
+
+    yy, xx = np.mgrid[0:side_h, 0:side_w]
+    film = (0.5 + 0.4 * np.sin(xx / 37.0) * np.cos(yy / 23.0)) * 255
+    buffer = _io.BytesIO()
+    _Image.fromarray(film.astype(np.uint8)).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_a_large_jpeg_decodes_at_a_reduced_scale_that_keeps_twice_the_model_size():
+    from pneumo.preprocess import to_model_input
+
+    data = _jpeg(1776, 1416)
+    full = read_image(data)
+    reduced = read_image(data, model_size=224)
+    assert full.size == (1416, 1776)
+    assert reduced.size == (708, 888)  # libjpeg's 1/2: the largest scale keeping >= 448 px
+    a, b = to_model_input(full.pixels), to_model_input(reduced.pixels)
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 1.0  # grey levels, of 255
+
+
+def test_reduced_decode_leaves_small_jpegs_and_other_formats_alone():
+    import io as _io
+
+    from PIL import Image as _Image
+
+    small = _jpeg(440, 900)  # not more than twice 224 in both directions
+    assert read_image(small, model_size=224).size == (900, 440)
+    buffer = _io.BytesIO()
+    _Image.fromarray(np.full((1000, 1000), 128, np.uint8)).save(buffer, "PNG")
+    assert read_image(buffer.getvalue(), model_size=224).size == (1000, 1000)

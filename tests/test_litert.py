@@ -162,7 +162,8 @@ def test_a_quantisation_failing_parity_is_refused_and_nothing_written(
     refresh_hashes(copy, litert=None)
     failing = {"n": 9, "passes": False, "float": {"auc": 0.9, "sensitivity": 0.95,
                                                   "specificity": 0.8},
-               "litert": {"auc": 0.8, "sensitivity": 0.95, "specificity": 0.5}}
+               "litert": {"auc": 0.8, "sensitivity": 0.95, "specificity": 0.5},
+               "at_float_point": {"decisions_changed": 0.2}}
     monkeypatch.setattr(export, "reference_films", lambda b, m: (
         "validation split", _labelled_frame(b)))
     monkeypatch.setattr(export, "parity", lambda *a, **k: failing)
@@ -170,6 +171,43 @@ def test_a_quantisation_failing_parity_is_refused_and_nothing_written(
         export.export_litert(copy, "dynamic")
     assert not (copy / "model.tflite").exists()
     assert read_manifest(copy, verify=True).get("litert") is None
+
+
+def test_answers_that_agree_at_the_float_point_keep_it(tiny_bundle, tmp_path, monkeypatch):
+    """A quantised model whose refitted threshold moves a rate by more than a point, but whose
+    calls at the float model's threshold agree, is written and keeps the float threshold."""
+    copy = tmp_path / "b"
+    shutil.copytree(tiny_bundle, copy)
+    float_point = read_manifest(copy, verify=True)["threshold"]
+    moved = {"n": 9, "passes": True, "passes_refitted": False, "passes_at_float_point": True,
+             "max_logit_difference": 0.05, "decisions_changed": 0.02,
+             "float": {"auc": 0.9, "sensitivity": 0.97, "specificity": 0.8,
+                       "threshold": float_point, "temperature": 1.0},
+             "litert": {"auc": 0.9, "sensitivity": 0.95, "specificity": 0.8,
+                        "threshold": 0.123, "temperature": 1.3},
+             "at_float_point": {"decisions_changed": 0.0, "passes": True}}
+    monkeypatch.setattr(export, "reference_films", lambda b, m: (
+        "validation split", _labelled_frame(b)))
+    monkeypatch.setattr(export, "parity", lambda *a, **k: moved)
+    info = export.export_litert(copy, "dynamic")
+    assert info["threshold"] == pytest.approx(float_point) and info["threshold"] != 0.123
+    assert info["threshold_refitted_on"] is None
+    moved["passes_at_float_point"] = False
+    moved["passes_refitted"] = True
+    info = export.export_litert(copy, "dynamic")
+    assert info["threshold"] == pytest.approx(0.123)  # the refit, where it is what agrees
+
+
+def test_the_float_point_check_counts_changed_calls():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    z = np.array([-3.0, -2.0, 0.1, 0.2, 2.0, 3.0])
+    point = {"threshold": 0.5, "temperature": 1.0}
+    same = export._at_point(z, z + 0.01, labels, point)
+    assert same["passes"] and same["decisions_changed"] == 0
+    flipped = export._at_point(z, z - 0.15, labels, point)  # the normal film at 0.1 drops below
+    assert flipped["decisions_changed"] == pytest.approx(1 / 6) and not flipped["passes"]
+    assert flipped["float"]["specificity"] == pytest.approx(2 / 3)
+    assert flipped["litert"]["specificity"] == pytest.approx(1.0)
 
 
 def _labelled_frame(bundle: Path):

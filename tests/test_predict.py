@@ -128,3 +128,38 @@ def test_the_operating_point_is_the_served_models(predictor, tiny_bundle):
     assert served_runtime({**own, "litert": {**served, "head": "mlp"}}, installed=True) == "keras"
     assert predictor.operating_point == operating_point(manifest, predictor.runtime)
     assert predictor.threshold == predictor.operating_point.threshold
+
+
+def test_iter_predict_streams_in_order_and_reads_lazily(predictor, synthetic_data):
+    """Results come out in input order while later inputs are not yet decoded: the stream
+    never holds more than its look-ahead, whatever the number of films."""
+    films = sorted((synthetic_data / "NORMAL").iterdir())[:6]
+    pulled = []
+
+    def sources():
+        for i, f in enumerate(films * 30):  # 180 inputs, a bad one every 7th
+            pulled.append(i)
+            yield b"junk" if i % 7 == 3 else f
+
+    stream = predictor.iter_predict(sources(), batch_size=4)
+    first = next(stream)
+    assert type(first).__name__ == "PredictionResult"
+    assert len(pulled) < 100  # one batch plus the look-ahead, not the 180 inputs
+    rest = list(stream)
+    kinds = ["ImageError" if i % 7 == 3 else "PredictionResult" for i in range(180)]
+    assert [type(r).__name__ for r in [first] + rest] == kinds
+    single = predictor.predict(films[1], cam="none", tta=False).probability
+    assert rest[0].probability == pytest.approx(single, abs=1e-5)
+
+
+def test_prefetch_hands_the_producers_error_to_the_consumer():
+    from pneumo.predict import _prefetch
+
+    def broken():
+        yield 1
+        raise RuntimeError("disk gone")
+
+    stream = _prefetch(broken(), depth=4)
+    assert next(stream) == 1
+    with pytest.raises(RuntimeError, match="disk gone"):
+        next(stream)
