@@ -1,19 +1,20 @@
 """Data sources: every layout becomes one table with columns `path, label, patient_id`.
 
-Supported layouts (`discover` picks one):
-- class folders: `<root>/NORMAL/*`, `<root>/PNEUMONIA/*`;
-- Kaggle "Chest X-Ray Images (Pneumonia)" (Kermany et al., Cell 2018; Mendeley Data
-  doi:10.17632/rscbjbr9sj.2, CC BY 4.0): `<root>/{train,val,test}/{NORMAL,PNEUMONIA}/*`;
-- RSNA Pneumonia Detection Challenge (2018): `stage_2_train_labels.csv` +
-  `stage_2_train_images/<patientId>.dcm`; label 1 if any row of the patient has Target 1;
-- a CSV manifest `path,label[,patient_id]`, paths relative to the CSV, label 0/1 or
-  NORMAL/PNEUMONIA.
+The layouts (class folders at any depth, Kaggle's train/val/test, RSNA, a CSV manifest) are
+read by `pneumo.layouts.read_layout`, the one reader that uploads use too, over the folder's
+files (`pneumo.layouts.folder_entries`: paths, read on demand). `labelled_folder` gives its
+films and problems (what `pneumo evaluate` scores and lists); `discover` gives the table the
+trainer and the calibration fit on. For Kaggle, `purpose` picks `train` or `test` (evaluate).
+
+`discover` refuses a manifest with rows it cannot use (bad label, file not found), naming
+every one: a model or a calibration fitted on fewer films than the user listed is wrong. Files
+that carry no label (outside the class folders, other Kaggle splits) are logged, not fatal.
 Splits are made by patient (several films per patient would otherwise leak between splits).
 """
 
 from __future__ import annotations
 
-import re
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -21,99 +22,76 @@ import pandas as pd
 from sklearn.utils.class_weight import compute_class_weight
 
 from .errors import DataError
+from .layouts import (CLASS_NAMES, IMAGE_SUFFIXES, RSNA_IMAGES, RSNA_LABELS,  # noqa: F401
+                      Labelled, disk_entry, folder_entries, layout_of, outside_reader,
+                      parse_label, patient_id_from_name, read_layout)
 
-CLASS_NAMES = ("NORMAL", "PNEUMONIA")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp", ".webp"}
-RSNA_LABELS = "stage_2_train_labels.csv"
-RSNA_IMAGES = "stage_2_train_images"
+log = logging.getLogger(__name__)
 COLUMNS = ["path", "label", "patient_id"]
 
-_KAGGLE_PATIENT = [
-    re.compile(r"^(person\d+)_"),  # person1000_bacteria_2931.jpeg
-    re.compile(r"^((?:NORMAL2-)?IM-\d+)-"),  # IM-0115-0001.jpeg, NORMAL2-IM-1427-0001.jpeg
-]
+
+def _entries(path: Path):
+    """(entries, the manifest entry or None, problems) of a folder or of a CSV's folder."""
+    if not path.exists():
+        raise DataError(f"{path}: no such data folder or CSV manifest; give a folder with "
+                        "NORMAL/ and PNEUMONIA/ inside, or a CSV manifest path,label")
+    problems = []
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise DataError(f"{path}: not a data folder or a CSV manifest (a .zip is read by "
+                            "`pneumo evaluate` and the dashboard)")
+        entries = folder_entries(path.parent, problems)
+        manifest = next((e for e in entries if e.name == str(path)), None)
+        return entries, manifest or disk_entry(path, path.name), problems  # named: read it
+    return folder_entries(path, problems), None, problems
 
 
-def patient_id_from_name(filename: str) -> str:
-    """Patient id from a Kaggle file name; the file stem when no pattern matches."""
-    name = Path(filename).name
-    for pattern in _KAGGLE_PATIENT:
-        match = pattern.match(name)
-        if match:
-            return match.group(1)
-    return Path(name).stem
+def labelled_folder(path: str | Path, purpose: str = "evaluate") -> Labelled:
+    """The labelled films of a folder (or of a CSV manifest and the folder it sits in), and the
+    files that could not be used, exactly as the same folder zipped gives them
+    (`pneumo.uploads.labelled_films`). Films are paths, read when scored.
+
+    Raises:
+        DataError: no such folder, no labelled film, or an unreadable manifest.
+    """
+    path = Path(path)
+    entries, manifest, problems = _entries(path)
+    base = path.parent if manifest is not None else path
+    return read_layout(entries, purpose, where=str(path), manifest=manifest,
+                       outside=outside_reader(base), problems=problems)
 
 
-def parse_label(value) -> int:
-    """0/1, NORMAL/PNEUMONIA (any case) or True/False to 0 or 1."""
-    text = str(value).strip().upper()
-    if text in ("0", "NORMAL", "FALSE", "0.0"):
-        return 0
-    if text in ("1", "PNEUMONIA", "TRUE", "1.0"):
-        return 1
-    raise DataError(f"label {value!r} is not 0/1 or NORMAL/PNEUMONIA")
+def detect_layout(path: str | Path) -> str:
+    """Name of the layout at `path`: 'manifest', 'rsna', 'kaggle' or 'folders'."""
+    path = Path(path)
+    entries, manifest, _ = _entries(path)
+    kind = layout_of(entries, manifest)
+    if not kind:
+        raise DataError(
+            f"{path}: not a known layout; expected NORMAL/ and PNEUMONIA/ folders (at any "
+            f"depth), the Kaggle train/val/test layout, RSNA's {RSNA_LABELS}, or a CSV manifest"
+        )
+    return kind
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def discover(path: str | Path, purpose: str = "train") -> pd.DataFrame:
+    """Load any supported layout as the table `path, label, patient_id`. For Kaggle, `purpose`
+    picks `train` or `test` (evaluation).
 
-
-def class_folders(root: Path) -> pd.DataFrame:
-    """Images under `root/NORMAL` and `root/PNEUMONIA`."""
-    rows = []
-    for label, name in enumerate(CLASS_NAMES):
-        folder = root / name
-        if folder.is_dir():
-            rows += [(str(p), label, patient_id_from_name(p.name)) for p in _image_files(folder)]
-    if not rows:
-        raise DataError(f"{root}: no images in NORMAL/ or PNEUMONIA/")
-    return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def kaggle(root: Path, split: str) -> pd.DataFrame:
-    """One official split (`train`, `val` or `test`) of the Kaggle layout."""
-    folder = root / split
-    if not folder.is_dir():
-        raise DataError(f"{root}: Kaggle layout has no {split}/ folder")
-    return class_folders(folder)
-
-
-def rsna(root: Path) -> pd.DataFrame:
-    """RSNA Pneumonia Detection Challenge: one DICOM per patient, label = any Target 1."""
-    labels = pd.read_csv(root / RSNA_LABELS)
-    if not {"patientId", "Target"} <= set(labels.columns):
-        raise DataError(f"{root / RSNA_LABELS}: expected columns patientId and Target")
-    per_patient = labels.groupby("patientId")["Target"].max().astype(int)
-    rows = []
-    for pid, target in per_patient.items():
-        path = root / RSNA_IMAGES / f"{pid}.dcm"
-        if path.is_file():
-            rows.append((str(path), int(target), str(pid)))
-    if not rows:
-        raise DataError(f"{root}: no DICOM files in {RSNA_IMAGES}/ match {RSNA_LABELS}")
-    return pd.DataFrame(rows, columns=COLUMNS)
-
-
-def manifest(csv_path: Path) -> pd.DataFrame:
-    """A CSV manifest `path,label[,patient_id]`; relative paths are relative to the CSV."""
-    try:
-        table = pd.read_csv(csv_path)
-    except Exception as exc:
-        raise DataError(f"{csv_path}: not a readable CSV ({exc})") from None
-    missing = {"path", "label"} - set(table.columns)
-    if missing:
-        raise DataError(f"{csv_path}: missing column(s) {sorted(missing)}; need path,label")
-    base = csv_path.parent
-    paths = [str(p if Path(p).is_absolute() else base / p) for p in table["path"].astype(str)]
-    labels = [parse_label(v) for v in table["label"]]
-    if "patient_id" in table.columns:
-        pids = table["patient_id"].astype(str).tolist()
-    else:
-        pids = [patient_id_from_name(p) for p in paths]
-    frame = pd.DataFrame({"path": paths, "label": labels, "patient_id": pids})
-    if frame.empty:
-        raise DataError(f"{csv_path}: the manifest lists no images")
-    return frame
+    Raises:
+        DataError: no labelled film, or manifest rows that cannot be used (all named).
+    """
+    found = labelled_folder(path, purpose)
+    if found.bad_rows:
+        shown = "; ".join(f"{p.name}: {p.error}" for p in found.bad_rows[:10])
+        more = f"; and {len(found.bad_rows) - 10} more" if len(found.bad_rows) > 10 else ""
+        raise DataError(f"{path}: {len(found.bad_rows)} row(s) of the manifest cannot be used, "
+                        f"so nothing was read. Fix or remove them: {shown}{more}")
+    if found.problems:
+        log.warning("%s: %d file(s) not used (%s); first: %s", path, len(found.problems),
+                    found.layout, "; ".join(f"{p.name}: {p.error}" for p in found.problems[:3]))
+    return pd.DataFrame([(f.name, int(f.label), str(f.patient_id)) for f in found.films],
+                        columns=COLUMNS)
 
 
 def image_paths(path: str | Path) -> list[str]:
@@ -138,40 +116,6 @@ def image_paths(path: str | Path) -> list[str]:
     if not found:
         raise DataError(f"{path}: no images found")
     return found
-
-
-def detect_layout(path: str | Path) -> str:
-    """Name of the layout at `path`: 'manifest', 'rsna', 'kaggle' or 'folders'."""
-    path = Path(path)
-    if path.is_file() and path.suffix.lower() == ".csv":
-        return "manifest"
-    if not path.is_dir():
-        raise DataError(f"{path}: no such data folder or CSV manifest")
-    if (path / RSNA_LABELS).is_file():
-        return "rsna"
-    if any((path / s).is_dir() for s in ("train", "test")):
-        return "kaggle"
-    if any((path / c).is_dir() for c in CLASS_NAMES):
-        return "folders"
-    raise DataError(
-        f"{path}: not a known layout; expected NORMAL/ and PNEUMONIA/ folders, the Kaggle "
-        f"train/val/test layout, RSNA's {RSNA_LABELS}, or a CSV manifest"
-    )
-
-
-def discover(path: str | Path, purpose: str = "train") -> pd.DataFrame:
-    """Load any supported layout. For Kaggle, `purpose` picks `train` or `test` (evaluation)."""
-    path = Path(path)
-    layout = detect_layout(path)
-    if layout == "manifest":
-        frame = manifest(path)
-    elif layout == "rsna":
-        frame = rsna(path)
-    elif layout == "kaggle":
-        frame = kaggle(path, "test" if purpose == "evaluate" and (path / "test").is_dir() else "train")
-    else:
-        frame = class_folders(path)
-    return frame.reset_index(drop=True)
 
 
 def limit_per_class(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:

@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 
 from .bundle import write_json
-from .datasets import detect_layout, discover
 from .errors import DataError, PneumoError
 from .metrics import reliability_curve, summary_metrics
 from .uploads import Film, Item
@@ -66,21 +65,32 @@ class Evaluation:
 
 
 def disk_films(data: str | Path) -> list[Film]:
-    """The labelled films at `data` (any layout `discover` reads; Kaggle: its test/ split)."""
-    frame = discover(data, "evaluate")
-    return [Film(str(path), int(label), str(pid), lambda p=str(path): p)
-            for path, label, pid in zip(frame["path"], frame["label"], frame["patient_id"])]
+    """The labelled films at `data` (a folder or CSV manifest, read by the same layout reader
+    as an upload, `pneumo.layouts`; Kaggle: its test/ split). Films are paths; the files that
+    could not be used are logged (`_labelled` returns them)."""
+    import logging
+
+    films, problems, layout = _labelled(data)
+    if problems:
+        logging.getLogger(__name__).warning(
+            "%s (%s): %d file(s) not used; first: %s", data, layout, len(problems),
+            "; ".join(f"{p.name}: {p.error}" for p in problems[:3]))
+    return films
 
 
 def _labelled(data: str | Path) -> tuple[list[Film], list[Item], str]:
-    """(films, files that could not be used, layout) of a folder, CSV or ZIP file."""
+    """(films, files that could not be used, layout) of a folder, CSV or ZIP file: one reader
+    (`pneumo.layouts.read_layout`) for all three, so a folder and its ZIP agree."""
     path = Path(data)
     if path.is_file() and path.suffix.lower() == ".zip":
         from .uploads import labelled_films
 
         upload = labelled_films([(path.name, path.read_bytes())])
         return upload.films, list(upload.problems), f"ZIP: {upload.layout}"
-    return disk_films(data), [], detect_layout(data)
+    from .datasets import labelled_folder
+
+    found = labelled_folder(data, "evaluate")
+    return found.films, list(found.problems), found.layout
 
 
 def _sources(films: Sequence[Film], problems: list[Item]) -> list[tuple[Film, Any]]:

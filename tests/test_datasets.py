@@ -163,3 +163,88 @@ def test_no_patient_crosses_splits_on_the_real_data(shared_data):
     assert (dup == 1).all()
     shares = frame.split.value_counts(normalize=True)
     assert 0.12 < shares["val"] < 0.18 and 0.12 < shares["test"] < 0.18
+
+
+# --------------------------------------------------------------------------- one layout reader
+
+
+def _one_level_down(synthetic_data: Path, root: Path) -> Path:
+    """The synthetic films in root/site_a/{NORMAL,PNEUMONIA}/ (class folders one level down)."""
+    import shutil
+
+    for name in ("NORMAL", "PNEUMONIA"):
+        shutil.copytree(synthetic_data / name, root / "site_a" / name)
+    return root
+
+
+def _manifest_with_a_bad_label(synthetic_data: Path, root: Path) -> Path:
+    """The synthetic films flat in root/imgs/ with root/list.csv; line 4's label is bad."""
+    import shutil
+
+    (root / "imgs").mkdir(parents=True)
+    rows = []
+    for film in sorted(synthetic_data.rglob("*.png")):
+        shutil.copy(film, root / "imgs" / film.name)
+        rows.append({"path": f"imgs/{film.name}", "label": film.parent.name,
+                     "patient_id": patient_id_from_name(film.name)})
+    rows[2]["label"] = "unsure"
+    pd.DataFrame(rows).to_csv(root / "list.csv", index=False)
+    return root
+
+
+def _zipped(root: Path) -> Path:
+    import zipfile
+
+    archive = root.with_suffix(".zip")
+    with zipfile.ZipFile(archive, "w") as zf:
+        for file in sorted(p for p in root.rglob("*") if p.is_file()):
+            zf.write(file, file.relative_to(root).as_posix())
+    return archive
+
+
+def test_discover_reads_class_folders_one_level_down_for_training(tmp_path, synthetic_data):
+    """Class folders anywhere in the tree (as a ZIP is read): the same table as at the root."""
+    frame = discover(_one_level_down(synthetic_data, tmp_path / "films"))
+    assert detect_layout(tmp_path / "films") == "folders"
+    at_root = discover(synthetic_data)
+    assert frame.label.tolist() == at_root.label.tolist()
+    assert frame.patient_id.tolist() == at_root.patient_id.tolist()
+    assert [Path(p).name for p in frame.path] == [Path(p).name for p in at_root.path]
+    assert all(Path(p).is_file() for p in frame.path)
+
+
+def test_discover_refuses_a_manifest_row_it_cannot_use_naming_its_line(tmp_path, synthetic_data):
+    """Training and calibration fit on the table: a manifest with an unusable row is refused
+    (evaluate lists the row and scores the rest), every bad row named by its line."""
+    root = _manifest_with_a_bad_label(synthetic_data, tmp_path / "site")
+    with pytest.raises(DataError, match=r"list\.csv line 4 \(imgs/.*\): label 'unsure'"):
+        discover(root / "list.csv")
+
+
+@pytest.mark.parametrize("make", [_one_level_down, _manifest_with_a_bad_label])
+def test_evaluate_scores_a_folder_as_its_zip(make, tmp_path, synthetic_data, tiny_bundle):
+    """`pneumo evaluate` on a folder and on the same folder zipped: the same films, labels,
+    patients, probabilities, figures and problems ((a) class folders one level down: 48 films;
+    (b) a manifest with one bad label: the row listed, the other 47 scored)."""
+    from pneumo.evaluate import evaluate
+    from pneumo.predict import Predictor
+
+    root = make(synthetic_data, tmp_path / "films")
+    archive = _zipped(root)
+    predictor = Predictor.load(tiny_bundle)
+    data = root / "list.csv" if (root / "list.csv").is_file() else root
+    folder, folder_table = evaluate(predictor, data, bootstrap=50, show_progress=False)
+    zipped, zip_table = evaluate(predictor, archive, bootstrap=50, show_progress=False)
+
+    def strip(text: str) -> str:
+        return text.replace(f"{root}/", "").replace(f"{archive.name}/", "")
+
+    expected = 47 if data.suffix == ".csv" else 48
+    assert folder["n"] == zipped["n"] == expected
+    assert [strip(u) for u in folder["unreadable"]] == [strip(u) for u in zipped["unreadable"]]
+    assert folder["n_unreadable"] == zipped["n_unreadable"] == 48 - expected
+    for key in ("auc", "auc_ci", "sensitivity", "specificity", "threshold", "confusion_matrix"):
+        assert folder[key] == zipped[key], key
+    assert folder_table["path"].map(strip).tolist() == zip_table["path"].map(strip).tolist()
+    for column in ("label", "patient_id", "probability", "sha256"):
+        assert folder_table[column].tolist() == zip_table[column].tolist(), column

@@ -94,6 +94,95 @@ def test_rsna_layout():
     assert "no label" in problems(up)["r.zip/stage_2_train_images/zzz.dcm"]
 
 
+# ----------------------------------------------------------------------------- folder = its ZIP
+
+
+def zip_folder(root, out):
+    """`root`'s files into the ZIP `out`, paths relative to `root` (as a user zips a folder)."""
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in sorted(p for p in root.rglob("*") if p.is_file()):
+            archive.write(file, file.relative_to(root).as_posix())
+    return out
+
+
+def as_read(films, problems, prefix: str):
+    """Films (relative name, label, patient, bytes) and problems (relative name, reason) with
+    the folder's path or the ZIP's name taken off the front, to compare the two readings."""
+    def rel(name):
+        assert name.startswith(prefix), (name, prefix)
+        return name[len(prefix):]
+
+    def content(film):
+        src = film.source()
+        return src if isinstance(src, bytes) else open(src, "rb").read()
+
+    return ([(rel(f.name), f.label, f.patient_id, content(f)) for f in films],
+            sorted((rel(p.name), p.error) for p in problems))
+
+
+def folder_and_zip(root, tmp_path, data=None):
+    """What `pneumo evaluate` reads from `root` (or `data` in it) on disk and from `root`
+    zipped."""
+    from pneumo.evaluate import _labelled
+
+    archive = zip_folder(root, tmp_path / f"{root.name}.zip")
+    films, found, layout = _labelled(data or root)
+    zfilms, zfound, zlayout = _labelled(archive)
+    assert zlayout == f"ZIP: {layout}"
+    return (as_read(films, found, f"{root}/"), as_read(zfilms, zfound, f"{archive.name}/"),
+            films)
+
+
+def test_a_folder_and_its_zip_agree_on_class_folders_one_level_down(tmp_path):
+    """The issue's case (a): 40 films in films/site_a/{NORMAL,PNEUMONIA}/ were refused as a
+    folder and scored (n = 40) as a ZIP. Now both give the same 40 films, labels, patients,
+    and the same two problems."""
+    root = tmp_path / "films"
+    for label, name in enumerate(("NORMAL", "PNEUMONIA")):
+        (root / "site_a" / name).mkdir(parents=True)
+        for i in range(20):
+            file = f"person{i}_virus_{i}.png" if label else f"IM-{i:04d}-0001.png"
+            (root / "site_a" / name / file).write_bytes(b"%d-%d" % (label, i))
+    (root / "site_a" / "stray.png").write_bytes(b"?")
+    (root / "site_a" / "notes.txt").write_bytes(b"t")
+    (root / "site_a" / ".DS_Store").write_bytes(b"junk")
+    folder, zipped, films = folder_and_zip(root, tmp_path)
+    assert folder == zipped
+    read, found = folder
+    assert len(read) == 40 and [y for _, y, _, _ in read] == [0] * 20 + [1] * 20
+    assert read[0][:3] == ("site_a/NORMAL/IM-0000-0001.png", 0, "IM-0000")
+    assert read[20][:3] == ("site_a/PNEUMONIA/person0_virus_0.png", 1, "person0")
+    assert [name for name, _ in found] == ["site_a/notes.txt", "site_a/stray.png"]
+    assert "no label" in dict(found)["site_a/stray.png"]
+    # On disk a film is its path, read when scored: the folder is not loaded into memory.
+    assert all(isinstance(f.source(), str) for f in films)
+
+
+def test_a_folder_and_its_zip_agree_on_a_manifest_with_one_bad_label(tmp_path):
+    """The issue's case (b): a CSV manifest of 40 films with one bad label was refused as a
+    folder (or CSV) and scored with n = 39 as a ZIP. Now the bad row is a problem with its line
+    and reason on both, and the other 39 are read with the manifest's patients."""
+    from pneumo.evaluate import _labelled
+
+    root = tmp_path / "site"
+    (root / "imgs").mkdir(parents=True)
+    rows = ["path,label,patient_id"]
+    for i in range(40):
+        (root / "imgs" / f"f{i:02d}.png").write_bytes(b"%d" % i)
+        rows.append(f"imgs/f{i:02d}.png,{'maybe' if i == 7 else ('NORMAL', 1)[i % 2]},P{i // 2}")
+    (root / "list.csv").write_text("\n".join(rows) + "\n")
+    csv, zipped, _ = folder_and_zip(root, tmp_path, root / "list.csv")  # --data site/list.csv
+    assert csv == zipped
+    read, found = csv
+    assert len(read) == 39 and "imgs/f07.png" not in [name for name, *_ in read]
+    assert read[:2] == [("imgs/f00.png", 0, "P0", b"0"), ("imgs/f01.png", 1, "P0", b"1")]
+    assert found == [("list.csv line 9 (imgs/f07.png)",
+                      "label 'maybe' is not 0/1 or NORMAL/PNEUMONIA; not used")]
+    # The folder the CSV sits in reads the same (the manifest is its layout).
+    films, problems, layout = _labelled(root)
+    assert layout == "CSV manifest" and as_read(films, problems, f"{root}/") == csv
+
+
 # ----------------------------------------------------------------------------- refusals
 
 
