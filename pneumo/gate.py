@@ -22,8 +22,6 @@ from typing import Any
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve, pinvh
-from sklearn.covariance import LedoitWolf
-from sklearn.model_selection import KFold
 
 from .errors import BundleError, DataError
 from .fileio import save_npz_atomic
@@ -71,6 +69,8 @@ def _inverse_spd(cov: np.ndarray) -> np.ndarray:
 
 
 def _fit_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.covariance import LedoitWolf  # fitting only: serving never imports sklearn
+
     lw = LedoitWolf(store_precision=False).fit(x)
     return lw.location_, _inverse_spd(lw.covariance_)
 
@@ -83,6 +83,8 @@ def _cross_fitted_distances(x: np.ndarray, n_folds: int) -> np.ndarray:
     more than (100 - percentile)% of new in-population images.
     """
     out = np.empty(len(x))
+    from sklearn.model_selection import KFold
+
     folds = KFold(n_splits=n_folds, shuffle=True, random_state=0)  # data often sorted by class
     for fit_idx, held_idx in folds.split(x):
         mean, precision = _fit_moments(x[fit_idx])

@@ -34,6 +34,7 @@ from typing import Any, Iterable, Iterator
 
 import cv2
 import numpy as np
+from scipy.special import expit
 
 from .bundle import read_manifest
 from .errors import BundleError, ImageError, PneumoError
@@ -250,7 +251,8 @@ class Predictor:
         return self.explainer.explain(x, method=cam, output_size=image.size)
 
     def _calibrate(self, logits: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64) / self.temperature))
+        # expit, not 1 / (1 + exp(-z)): no overflow warning for a very confident logit.
+        return expit(np.asarray(logits, dtype=np.float64) / self.temperature)
 
     def _result(self, image: XrayImage, probs: np.ndarray, features: np.ndarray,
                 heatmap: np.ndarray | None, cam: str, x: np.ndarray) -> PredictionResult:

@@ -342,6 +342,16 @@ def test_calibrate_offer_on_a_public_server_writes_nothing_to_the_models_folder(
     fitted = at.session_state["fitted_bundle"]
     names = zipfile.ZipFile(io.BytesIO(fitted["zip"])).namelist()
     assert "mine/manifest.json" in names and "mine/model.keras" in names
+    # A second visitor on the same server: its model picker lists the active bundle only,
+    # and nothing of the first visitor's fit, upload or figures is in its session.
+    other = serve(models).run()
+    other.switch_page("app/evaluate.py").run()
+    assert not other.exception
+    assert other.sidebar.selectbox(key="bundle_dir").options == ["active"]
+    assert "fitted_bundle" not in other.session_state
+    assert "evaluations" not in other.session_state or not other.session_state["evaluations"]
+    assert not any("films.zip" in m.value or "mine" in m.value
+                   for m in [*other.markdown, *other.success, *other.caption])
 
 
 def test_gate_flagged_films_can_be_left_out_and_sets_are_kept(serve, tiny_bundle,

@@ -185,7 +185,9 @@ def test_answers_that_agree_at_the_float_point_keep_it(tiny_bundle, tmp_path, mo
                        "threshold": float_point, "temperature": 1.0},
              "litert": {"auc": 0.9, "sensitivity": 0.95, "specificity": 0.8,
                         "threshold": 0.123, "temperature": 1.3},
-             "at_float_point": {"decisions_changed": 0.0, "passes": True}}
+             "at_float_point": {"decisions_changed": 0.0, "passes": True,
+                                "float": {"sensitivity": 0.97, "specificity": 0.8},
+                                "litert": {"sensitivity": 0.97, "specificity": 0.8}}}
     monkeypatch.setattr(export, "reference_films", lambda b, m: (
         "validation split", _labelled_frame(b)))
     monkeypatch.setattr(export, "parity", lambda *a, **k: moved)
