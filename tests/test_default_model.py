@@ -96,13 +96,17 @@ def test_site_calibration_cross_validated_on_new_patients(predictor, calibration
 
 
 def test_gate_on_in_population_and_generated_sets(predictor, calibration, shared_data):
-    """Flag rates against the issue's targets: <= 1% of new in-population films, >= 98% of
-    every generated kind of image the model must not judge."""
+    """Flag rates against the issue's targets: <= 1% of in-population films the gate's
+    cut-offs never saw (the internal test split: the cut-offs were set on the validation split
+    and raised on calibration/), >= 98% of every generated kind of image the model must not
+    judge."""
     from pneumo import oodsets
+    from pneumo.gatefit import split_films
 
+    unseen = split_films(DEFAULT, "test", limit=300)["path"].tolist()
+    results = predictor.predict_batch(unseen)
+    assert len(results) == 300 and np.mean([not r.in_population for r in results]) <= 0.01
     frame, _ = calibration
-    results = predictor.predict_batch(frame.path.tolist())
-    assert np.mean([not r.in_population for r in results]) <= 0.01
     films = frame.path.tolist()[::6]
     families = {"photographs": oodsets.photographs(), "faces": oodsets.gray_faces(),
                 "text": oodsets.rendered_text(), "charts": oodsets.charts(),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import time
 import tracemalloc
 import warnings
 from pathlib import Path
@@ -56,15 +55,11 @@ def test_ok_case(corpus, name):
 @pytest.mark.parametrize("name", ERR_NAMES)
 def test_error_case(corpus, name):
     case = corpus[name]
-    start = time.perf_counter()
     with pytest.raises(ImageError) as info:  # any other exception type fails the test
         read_image(case.path)
-    elapsed = time.perf_counter() - start
     message = str(info.value)
     assert message.strip() and str(case.path) in message
     assert case.message.lower() in message.lower(), message
-    if case.max_seconds:
-        assert elapsed < case.max_seconds, f"took {elapsed:.2f} s"
 
 
 @pytest.mark.parametrize("name", ["bomb_png_50000", "bomb_png_8000", "dicom_bomb_rows"])

@@ -62,7 +62,14 @@ def test_tta_gives_views_and_a_spread(predictor, film):
     assert views.shape == (3, 64, 64, 3) and np.array_equal(views[0], x)
     assert not np.array_equal(views[1], x)
     assert predictor.predict(film, tta=False).uncertainty == 0.0
-    assert predictor.predict(film, tta=True).uncertainty >= 0.0
+    # With the views: the spread of the probabilities of exactly those views.
+    from pneumo.imageio import read_image
+    from pneumo.preprocess import to_model_input
+
+    model_input = to_model_input(read_image(film).pixels, predictor.image_size)
+    spread = float(np.std(predictor.probabilities(tta_views(model_input))))
+    assert spread > 0  # the shifted views do move this film's score
+    assert predictor.predict(film, tta=True).uncertainty == pytest.approx(spread, abs=1e-6)
 
 
 def test_batch_answers_in_order_with_errors_in_place(predictor, synthetic_data, film):
