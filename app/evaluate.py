@@ -117,7 +117,6 @@ def _thumbnails(ev, names: list[str], predictor) -> dict:
     import cv2
 
     from pneumo.render import overlay
-    from pneumo.heatcheck import OUTSIDE_NOTE
 
     cache = st.session_state.setdefault("_gallery", {})
     wanted = {(ev.model_path, name) for name in names}
@@ -142,7 +141,7 @@ def _thumbnails(ev, names: list[str], predictor) -> dict:
         small = cv2.resize(gray, (width, max(1, round(width * gray.shape[0] / gray.shape[1]))),
                            interpolation=cv2.INTER_AREA)
         picture = overlay(small, result.heatmap, 0.4) if result.heatmap is not None else small
-        cache[(ev.model_path, film.name)] = (picture, OUTSIDE_NOTE in result.reasons)
+        cache[(ev.model_path, film.name)] = (picture, "heat_off_lungs" in result.review_codes)
     return {name: cache.get((ev.model_path, name)) for name in names}
 
 

@@ -38,13 +38,14 @@ from scipy.special import expit
 
 from .bundle import read_manifest
 from .errors import BundleError, ImageError, PneumoError
-from .heatcheck import OUTSIDE_NOTE, hottest_outside_lungs
+from .heatcheck import hottest_outside_lungs
 from .imageio import ImageSource, XrayImage, read_image
 from .lungs import note_fields
 from .layers import CAM_LAYER
 from .population import (UNLIKE_TRAINING, Flag, header_flags, image_flags,
                          turned_back_inputs)
 from .preprocess import to_model_input
+from .verdict import REVIEW
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class PredictionResult:
     population_reasons: list[str] = field(default_factory=list)  # why the gate refused it
     flags: list[dict[str, Any]] = field(default_factory=list)  # code, message, score, cutoff
     lung_fields: Any = None  # pneumo.lungs.LungFields of the film, found when a heatmap is made
+    review_codes: list[str] = field(default_factory=list)  # keys of pneumo.verdict.REVIEW
 
     @property
     def assessed(self) -> bool:
@@ -93,6 +95,7 @@ class PredictionResult:
             "assessed": self.assessed, "ood_score": round(self.ood_score, 4),
             "uncertainty": round(self.uncertainty, 4), "needs_review": self.needs_review,
             "reasons": list(self.reasons), "population_reasons": list(self.population_reasons),
+            "review_codes": list(self.review_codes),
             "flags": list(self.flags), "cam": self.cam,
         }
 
@@ -261,16 +264,17 @@ class Predictor:
         ood, flags = self._population_flags(image, features, x)
         population = [f.text() for f in flags]
         in_population = not flags
-        reasons = list(population)
+        review = []
         if abs(probability - self.threshold) < REVIEW_MARGIN:
-            reasons.append("The probability is close to the decision threshold.")
+            review.append("near_threshold")
         if spread > SPREAD_LIMIT:
-            reasons.append("The answer changes when the image is shifted slightly (unstable).")
+            review.append("unstable")
         fields = None
         if heatmap is not None:  # where the evidence lies, judged on this film's lung fields
             fields, judged = note_fields(image.pixels)
             if hottest_outside_lungs(heatmap, judged):
-                reasons.append(OUTSIDE_NOTE)
+                review.append("heat_off_lungs")
+        reasons = population + [REVIEW[code][0] for code in review]
         if not in_population:
             label = NOT_ASSESSED
         else:
@@ -280,7 +284,7 @@ class Predictor:
             threshold=self.threshold, in_population=in_population, ood_score=ood,
             uncertainty=spread, needs_review=bool(reasons), reasons=reasons,
             heatmap=heatmap, image=image, cam=cam, population_reasons=population,
-            flags=[f.to_dict() for f in flags], lung_fields=fields,
+            flags=[f.to_dict() for f in flags], lung_fields=fields, review_codes=review,
         )
 
     def _population_flags(self, image: XrayImage, features: np.ndarray,

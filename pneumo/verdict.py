@@ -4,8 +4,8 @@ One rule above all: an image the out-of-population gate flags gets **no verdict*
 reads "Not assessed (outside the model's population)", the gate's reasons come first, and its
 probability is only shown to a user who asks for it, marked as not valid.
 
-Written against `PredictionResult` (pneumo.predict): `assessed` and `population_reasons` are
-read with fallbacks so that older results (without those fields) are judged the same way.
+Written against `PredictionResult` (pneumo.predict): its `population_reasons` (the gate's) and
+`review_codes` (`REVIEW`) are kept apart, so nothing here reads meaning back out of the words.
 No TensorFlow import.
 """
 
@@ -13,16 +13,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from .heatcheck import OUTSIDE_NOTE
+
 NOT_ASSESSED_LABEL = "Not assessed (outside the model's population)"
 NOT_ASSESSED_SHORT = "Not assessed"
 CLASS_LABELS = ("NORMAL", "PNEUMONIA")
-# The review reasons predict.py adds after the gate's; anything else in `reasons` of a flagged
-# image is a population reason (fallback for results without `population_reasons`).
-_REVIEW_PREFIXES = ("The probability is close to the decision threshold",
-                    "The answer changes when the image is shifted",
-                    "The hottest region of the heatmap lies outside")
-_REVIEW_SHORT = dict(zip(_REVIEW_PREFIXES, ("close to the threshold", "unstable",
-                                            "heat off the lungs")))
+# Why a film the model did assess still asks for a second look: code -> (the sentence, its
+# short name in "Needs a second look: ..."). `pneumo.predict` records the codes on each result
+# (`review_codes`) and writes the sentences from here, so no surface parses the words back.
+REVIEW = {
+    "near_threshold": ("The probability is close to the decision threshold.",
+                       "close to the threshold"),
+    "unstable": ("The answer changes when the image is shifted slightly (unstable).", "unstable"),
+    "heat_off_lungs": (OUTSIDE_NOTE, "heat off the lungs"),
+}
 SECOND_LOOK = "Needs a second look"
 
 
@@ -36,33 +40,25 @@ def is_assessed(result: Any) -> bool:
 
 def population_reasons(result: Any) -> list[str]:
     """The gate's reasons in plain words ([] for an assessed image)."""
-    reasons = getattr(result, "population_reasons", None)
-    if reasons is None:
-        if is_assessed(result):
-            return []
-        reasons = [r for r in getattr(result, "reasons", [])
-                   if not str(r).startswith(_REVIEW_PREFIXES)]
-    reasons = [str(r) for r in reasons]
-    if not reasons and not is_assessed(result):
-        reasons = ["This image is unlike the films the model was trained on."]
-    return reasons
+    if is_assessed(result):
+        return []
+    reasons = [str(r) for r in result.population_reasons]
+    return reasons or ["This image is unlike the films the model was trained on."]
 
 
 def review_reasons(result: Any) -> list[str]:
-    """The reasons that are not the gate's (near the threshold, unstable)."""
-    gate = set(population_reasons(result))
-    return [str(r) for r in getattr(result, "reasons", []) if str(r) not in gate]
+    """The reasons that are not the gate's (near the threshold, unstable, heat off the lungs),
+    from the result's review codes."""
+    return [REVIEW[code][0] for code in result.review_codes]
 
 
 def review_flag(result: Any) -> str:
     """The review flag in a few words, the same on Predict, Batch and its CSV: "Needs a second
     look: unstable" (the short name of each review reason), or "" when there is none."""
-    reasons = review_reasons(result)
-    if not reasons:
+    codes = list(result.review_codes)
+    if not codes:
         return ""
-    short = [next((v for k, v in _REVIEW_SHORT.items() if r.startswith(k)), r.rstrip("."))
-             for r in reasons]
-    return f"{SECOND_LOOK}: " + "; ".join(short)
+    return f"{SECOND_LOOK}: " + "; ".join(REVIEW[code][1] for code in codes)
 
 
 def display_label(result: Any) -> str:

@@ -238,6 +238,7 @@ class StubResult:
         self.ood_score = 0.5 if assessed else 3.0
         self.population_reasons = [] if assessed else ["unlike the training films"]
         self.reasons = list(self.population_reasons)
+        self.review_codes: list[str] = []
         self.label = ("PNEUMONIA" if probability >= threshold else "NORMAL") if assessed \
             else "NOT ASSESSED"
 
@@ -407,17 +408,24 @@ def test_verdict_wording_and_record():
         ">99.9%", "99.9%", "<0.1%", "<0.1%", "50.0%"]
 
 
-def test_verdict_falls_back_on_results_without_the_new_fields():
+def test_review_flags_come_from_codes_not_from_the_words():
+    """The gate's reasons and the review reasons stay apart whatever their words: a gate
+    message that begins like a review sentence is still the gate's, and the short flag is
+    built from the codes."""
     from pneumo import verdict
+    from pneumo.predict import PredictionResult
 
-    class Old:  # a PredictionResult before `assessed` / `population_reasons`
-        probability, threshold, label, in_population = 0.9, 0.5, "PNEUMONIA", False
-        reasons = ["This is a colour picture, not a radiograph: the result is not valid.",
-                   "The probability is close to the decision threshold."]
-
-    assert not verdict.is_assessed(Old())
-    assert verdict.population_reasons(Old()) == [Old.reasons[0]]
-    assert verdict.display_label(Old()) == verdict.NOT_ASSESSED_LABEL
+    lookalike = "The probability is close to the decision threshold of another model."
+    refused = PredictionResult(0.9, "NOT ASSESSED", 0.5, False, 3.0, 0.0, True,
+                               reasons=[lookalike], population_reasons=[lookalike])
+    assert verdict.population_reasons(refused) == [lookalike]
+    assert verdict.review_reasons(refused) == [] and verdict.review_flag(refused) == ""
+    flagged = PredictionResult(0.55, "PNEUMONIA", 0.5, True, 0.4, 0.2, True,
+                               review_codes=["near_threshold", "heat_off_lungs"])
+    assert verdict.review_flag(flagged) == (
+        "Needs a second look: close to the threshold; heat off the lungs")
+    assert verdict.review_reasons(flagged)[1] == verdict.REVIEW["heat_off_lungs"][0]
+    assert verdict.population_reasons(flagged) == []
 
 
 def test_user_message_drops_decoder_text():
