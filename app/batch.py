@@ -5,6 +5,7 @@ they carry no probability (unless the user asks for the scores) and a summary co
 """
 
 import hashlib
+import itertools
 
 import pandas as pd
 import streamlit as st
@@ -13,7 +14,7 @@ from app import state, uploads, widgets
 from pneumo import verdict
 from pneumo.errors import PneumoError
 
-CHUNK = 8  # images per model call (the progress bar moves once per chunk)
+CHUNK = 8  # the progress bar moves once per this many files
 COLUMNS = ["file", "result", "probability", "score", "flags", "error"]
 ORDER = {"PNEUMONIA": 0, "NORMAL": 1, verdict.NOT_ASSESSED_SHORT: 2, "unreadable": 3}
 
@@ -44,19 +45,24 @@ def run_batch(items: list, predictor) -> pd.DataFrame:
     column pointing back into `items`.
     """
     rows, bar = [], st.progress(0.0, text=f"Analysing {len(items)} files…")
-    for start in range(0, len(items), CHUNK):
-        chunk = items[start:start + CHUNK]
-        todo = [it for it in chunk if it.data is not None]
-        try:
-            # With the shifted views and Grad-CAM (from the same invoke), as Predict: the same
-            # "unstable" and "heat off the lungs" flags for the same film.
-            out = iter(predictor.predict_batch([it.data for it in todo], cam="gradcam",
-                                               names=[it.name for it in todo], tta=True))
-        except PneumoError as exc:
-            out = iter([exc] * len(todo))
-        rows += [_row(it, None if it.data is None else next(out)) for it in chunk]
-        done = min(start + CHUNK, len(items))
-        bar.progress(done / len(items), text=f"Analysed {done} of {len(items)} files")
+    todo = [it for it in items if it.data is not None]
+    # One stream over every readable file (the next films decode while the model runs), with
+    # the shifted views and Grad-CAM from the same invoke, as Predict: the same "unstable" and
+    # "heat off the lungs" flags for the same film. Only the table rows are kept.
+    results = predictor.iter_predict((it.data for it in todo), cam="gradcam",
+                                     names=[it.name for it in todo], tta=True)
+    for done, item in enumerate(items, start=1):
+        if item.data is None:
+            rows.append(_row(item, None))
+        else:
+            try:
+                result = next(results)
+            except PneumoError as exc:  # the model itself failed: every film left says so
+                result = exc
+                results = itertools.repeat(exc)
+            rows.append(_row(item, result))
+        if done % CHUNK == 0 or done == len(items):
+            bar.progress(done / len(items), text=f"Analysed {done} of {len(items)} files")
     bar.empty()
     table = pd.DataFrame(rows, columns=COLUMNS + ["hidden_score"])
     table["item"] = range(len(table))

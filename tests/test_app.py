@@ -680,7 +680,7 @@ def test_batch_table_fits_a_1400_px_window(serve, fake_bundle, monkeypatch):
             image=XrayImage(np.zeros((8, 8), np.float32), "PNG", 8, 0.0, {}))
 
     stub = SimpleNamespace(name="stub", directory="stub", threshold=0.5,
-                           predict_batch=lambda data, **kw: [result(d) for d in data])
+                           iter_predict=lambda data, **kw: (result(d) for d in data))
     monkeypatch.setattr(state, "get_predictor", lambda bundle: stub)
     at = serve(fake_bundle.parent).run()
     at.switch_page("app/batch.py").run()
