@@ -24,13 +24,26 @@ NO_TENSORFLOW = ("Grad-CAM++ and Score-CAM need TensorFlow, which this server do
                  "(it runs the light LiteRT install); Grad-CAM is shown.")
 
 
-def available_cams() -> dict[str, str]:
-    """The heatmap methods this server can compute: Grad-CAM always (numpy under LiteRT)."""
+PUBLIC_ONLY_GRADCAM = (
+    "On this public server only Grad-CAM is offered: Grad-CAM++ and Score-CAM run TensorFlow "
+    "and the Keras model inside the shared server (2.8 GB after one session, measured) and take "
+    "both cores for seconds a film. A workstation (`PNEUMO_SERVING=workstation`) offers them.")
+
+
+def _tensorflow_installed() -> bool:
     try:
-        found = importlib.util.find_spec("tensorflow") is not None
+        return importlib.util.find_spec("tensorflow") is not None
     except ImportError:
-        found = False
-    return CAMS if found else {k: v for k, v in CAMS.items() if k not in KERAS_ONLY}
+        return False
+
+
+def available_cams() -> dict[str, str]:
+    """The heatmap methods this server offers: Grad-CAM always (numpy under LiteRT); the
+    tf-keras-vis methods only on a workstation with TensorFlow (on a public server they would
+    load TensorFlow into the process every visitor shares)."""
+    if _tensorflow_installed() and state.serving_mode() == "workstation":
+        return CAMS
+    return {k: v for k, v in CAMS.items() if k not in KERAS_ONLY}
 DISPLAY_SIDE = 1024  # images are shown (and put in reports) at most this large
 HEATMAP_CAPTION = ("Colours show what drove the score (red = most), not where disease is.")
 
@@ -105,7 +118,7 @@ def _heatmap_controls(cam: str, opacity: float) -> tuple[str, float]:
                       horizontal=True, key="cam_method",
                       help="Grad-CAM is fastest; Score-CAM is slower but less noisy.")
     if len(methods) < len(CAMS):
-        c1.caption(NO_TENSORFLOW)
+        c1.caption(PUBLIC_ONLY_GRADCAM if _tensorflow_installed() else NO_TENSORFLOW)
     opacity = c2.slider("Heatmap opacity", 0.0, 1.0, opacity, 0.05, key="cam_opacity")
     return method, opacity
 

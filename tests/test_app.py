@@ -513,6 +513,20 @@ def test_test_set_samples_interleave_the_classes(tmp_path):
 # ----------------------------------------------------------------------------- render_prediction
 
 
+def test_a_public_server_offers_grad_cam_only(monkeypatch):
+    """Grad-CAM++ and Score-CAM load TensorFlow into the server: a public server (the default)
+    does not offer them, and says why; a workstation with TensorFlow does."""
+    monkeypatch.delenv("PNEUMO_SERVING", raising=False)
+    at = AppTest.from_function(_stub_script, default_timeout=30).run()
+    at.toggle(key="show_unassessed").set_value(True).run()
+    assert list(at.radio(key="cam_method").options) == ["Grad-CAM"]
+    assert any("only Grad-CAM is offered" in c.value for c in at.caption)
+    monkeypatch.setenv("PNEUMO_SERVING", "workstation")
+    at = AppTest.from_function(_stub_script, default_timeout=30).run()
+    at.toggle(key="show_unassessed").set_value(True).run()
+    assert list(at.radio(key="cam_method").options) == ["Grad-CAM", "Grad-CAM++", "Score-CAM"]
+
+
 def _stub_script():
     """Run by AppTest.from_function: render_prediction with a TF-free stub predictor."""
     import numpy as np
@@ -549,7 +563,8 @@ def _stub_script():
     render_prediction(st.session_state.get("data", b"ok"), "upload.dcm", Stub())
 
 
-def test_render_prediction_with_stub_predictor():
+def test_render_prediction_with_stub_predictor(monkeypatch):
+    monkeypatch.setenv("PNEUMO_SERVING", "workstation")  # every heatmap method offered
     at = AppTest.from_function(_stub_script, default_timeout=30).run()
     assert not at.exception
     # Flagged by the gate: the warning first, no probability, no gauge, no heatmap, no label.
