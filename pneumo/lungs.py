@@ -178,8 +178,11 @@ def _to_gray(image: np.ndarray) -> np.ndarray:
         return a.astype(np.float32) / 65535.0
     if a.dtype == bool:
         return a.astype(np.float32)
-    a = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
-    return np.clip(a, 0.0, 1.0)
+    a = a.astype(np.float32, copy=False)
+    lo, hi = float(a.min()), float(a.max())  # NaN anywhere makes both NaN
+    if 0.0 <= lo and hi <= 1.0:
+        return a  # a decoded film (pneumo.imageio) is already finite and in [0, 1]
+    return np.clip(np.nan_to_num(a, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
 
 
 def _localise(gray: np.ndarray):

@@ -59,3 +59,24 @@ def test_outline_is_drawn_on_the_fields_border_only():
     assert changed.any()
     assert not changed[70:130, 80:120].any()  # the inside stays as it was
     assert not changed[:20].any() and not changed[:, :40].any()  # far outside too
+
+
+def test_heat_grid_cleans_a_map_with_nan_or_inf_as_before():
+    """Averaged first, cleaned only when something non-finite reaches the grid: a map with a
+    NaN and an inf gives the grid of its nan_to_num copy; a finite map is untouched."""
+    import cv2
+
+    from pneumo.heatcheck import GRID, heat_grid
+
+    rng = np.random.default_rng(0)
+    heat = rng.random((300, 200)).astype(np.float32)
+    clean = heat_grid(heat)
+    expected = cv2.resize(heat, (GRID, GRID), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(clean, expected)
+    dirty = heat.copy()
+    dirty[10, 10], dirty[200, 150] = np.nan, np.inf
+    grid = heat_grid(dirty)
+    assert np.isfinite(grid).all()
+    np.testing.assert_array_equal(grid, cv2.resize(np.nan_to_num(dirty), (GRID, GRID),
+                                                   interpolation=cv2.INTER_AREA))
+    assert heat_grid(np.full((50, 50), 0.3, np.float32)) is None  # flat: no "where"
