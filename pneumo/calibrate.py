@@ -70,7 +70,7 @@ def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Pat
     from .bundle import (MANIFEST, read_manifest, relative_to_bundle, sha256_file, write_json,
                          write_manifest)
     from .model import load_bundle_model
-    from .modelcard import model_card
+    from .modelcard import fitted_parts, model_card
     from .fileio import atomic_write_text
     from .export import export_bundle
     from .inference import pooled_outputs, site_outputs
@@ -161,12 +161,6 @@ def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Pat
             "site": site}
 
 
-def fitted_parts(adapt: str) -> str:
-    """What a site fit learns, in words: the head too, or only the operating point."""
-    return ("the last layer, temperature and threshold" if adapt == "head"
-            else "temperature and threshold")
-
-
 def record_served_cv(bundle: Path, frame, images: np.ndarray, provenance: dict[str, Any],
                      folds: int = 5, seed: int = 0, bootstrap: int = 1000,
                      **fit_kwargs: Any) -> dict[str, Any] | None:
@@ -180,21 +174,17 @@ def record_served_cv(bundle: Path, frame, images: np.ndarray, provenance: dict[s
     from .bundle import read_manifest, refresh_hashes, write_json
     from .fileio import atomic_write_text
     from .litert import LiteRTModel
-    from .modelcard import model_card
+    from .modelcard import fitted_parts, model_card
 
     manifest = read_manifest(bundle, verify=False)
     info = manifest.get("litert") or {}
     if not info or info.get("quantize", "none") == "none":
         return None
     served = LiteRTModel(bundle / info["file"], bundle / info["head_file"])
-    out = {k: [] for k in ("features", "logit")}
-    for i in range(0, len(images), 32):
-        part = served.run(images[i:i + 32])
-        for k in out:
-            out[k].append(part[k])
+    out = served.features_and_logits(images)
     labels, groups = frame["label"].to_numpy(), frame["patient_id"].astype(str).to_numpy()
-    cv = cross_validate(np.concatenate(out["features"]), np.concatenate(out["logit"]), labels,
-                        groups, folds, seed, bootstrap, **fit_kwargs)
+    cv = cross_validate(out["features"], out["logit"], labels, groups, folds, seed, bootstrap,
+                        **fit_kwargs)
     figures = {"figures": "the served LiteRT model's outputs, patient-grouped cross-validation: "
                f"{fitted_parts(fit_kwargs.get('adapt', 'none'))} fitted on the other folds "
                "only", **provenance, **cv["metrics"]}

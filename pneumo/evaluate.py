@@ -153,7 +153,8 @@ def score_films(predictor, films: Sequence[Film], progress: Progress | None = No
                          heat["mass_inside"], heat["hot_inside"], content_hash(source)))
         del result
         if progress is not None and (done % chunk == 0 or done == len(ready)):
-            progress(done + len(films) - len(ready) if done == len(ready) else done, len(films))
+            # the last report counts the films that could not even be read as done too
+            progress(len(films) if done == len(ready) else done, len(films))
     if progress is not None and not ready:
         progress(len(films), len(films))
     return pd.DataFrame(rows, columns=COLUMNS), problems

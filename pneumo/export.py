@@ -162,11 +162,6 @@ def reference_films(bundle: Path, manifest: dict[str, Any]) -> tuple[str, Any]:
     return "validation split", split_films(bundle, "val")
 
 
-def _outputs(run, images: np.ndarray, batch: int = 32) -> dict[str, np.ndarray]:
-    parts = [run(images[i:i + batch]) for i in range(0, len(images), batch)]
-    return {k: np.concatenate([p[k] for p in parts]) for k in ("features", "logit")}
-
-
 def parity(float_out: dict[str, np.ndarray], quant_out: dict[str, np.ndarray],
            frame, policy: dict[str, Any], point: dict[str, float] | None = None
            ) -> dict[str, Any]:
@@ -217,16 +212,12 @@ def _at_point(float_logits: np.ndarray, quant_logits: np.ndarray, labels: np.nda
     point (gen5 on calibration/: 3 of 211 pneumonia films) while the two models' answers at
     one threshold differ on 1 film of 328. When the answers agree at the float point, the
     quantised model keeps it (one operating point for both)."""
-    from .metrics import apply_temperature
+    from .metrics import apply_temperature, threshold_metrics
 
-    calls = [apply_temperature(z, point["temperature"]) >= point["threshold"]
-             for z in (float_logits, quant_logits)]
-    rates = []
-    for call in calls:
-        pos, neg = labels == 1, labels == 0
-        rates.append({"sensitivity": float(call[pos].mean()) if pos.any() else float("nan"),
-                      "specificity": float((~call[neg]).mean()) if neg.any() else float("nan")})
-    changed = float(np.mean(calls[0] != calls[1]))
+    probs = [apply_temperature(z, point["temperature"]) for z in (float_logits, quant_logits)]
+    rates = [{k: threshold_metrics(labels, p, point["threshold"])[k]
+              for k in ("sensitivity", "specificity")} for p in probs]
+    changed = float(np.mean((probs[0] >= point["threshold"]) != (probs[1] >= point["threshold"])))
     return {"decisions_changed": changed, "float": rates[0], "litert": rates[1],
             "passes": bool(changed <= DECISIONS_TOLERANCE and _rates_agree(*rates))}
 
@@ -356,7 +347,7 @@ def _check_parity(bundle: Path, manifest: dict[str, Any], model,
         log.info("parity on %s (%d films)", name, len(frame))
         images = frame_images(frame, size)
         features, logits = site_outputs(model, images)
-        report = parity({"features": features, "logit": logits}, _outputs(served.run, images),
+        report = parity({"features": features, "logit": logits}, served.features_and_logits(images),
                         frame, policy, point)
         reports[name] = report
         refit = refit or report

@@ -137,7 +137,7 @@ def served_figures(manifest: dict[str, Any], metrics: dict[str, Any] | None = No
     if point.runtime == "litert" and isinstance(cv, dict) and cv.get("sensitivity") is not None:
         films = _site_films(cv if cv.get("n_per_class") else source, cv.get("n"))
         return Figures(dict(cv), films, "the served LiteRT model cross-validated by patient ("
-                       f"{_fitted_parts(cv.get('adapt') or source.get('adapt'))} fitted on the "
+                       f"{fitted_parts(cv.get('adapt') or source.get('adapt'))} fitted on the "
                        "other folds)", True, True)
     if point.litert_own:
         where = info.get("threshold_refitted_on")
@@ -167,7 +167,7 @@ def served_figures(manifest: dict[str, Any], metrics: dict[str, Any] | None = No
     site = metrics.get("site") or manifest.get("headline_site")
     if isinstance(site, dict) and site:
         return Figures(dict(site), _site_films(source if source else site, site.get("n")),
-                       f"cross-validated by patient ({_fitted_parts(source.get('adapt'))} "
+                       f"cross-validated by patient ({fitted_parts(source.get('adapt'))} "
                        "fitted on the other folds)", True, True)
     test = metrics.get("test") or manifest.get("headline")
     if isinstance(test, dict) and test:
@@ -180,7 +180,7 @@ def served_figures(manifest: dict[str, Any], metrics: dict[str, Any] | None = No
     return None
 
 
-def _fitted_parts(adapt: str | None) -> str:
+def fitted_parts(adapt: str | None) -> str:
     """What a site fit learned, in words (`adapt` none: only the operating point)."""
     return ("the temperature and threshold" if adapt == "none"
             else "the last layer, temperature and threshold")
@@ -219,7 +219,7 @@ def _site_section(metrics: dict[str, Any]) -> str:
     return f"""## Results on new films (read these first)
 Films of new patients, **not** used to train the network: `{site.get('data')}`
 ({counts.get('NORMAL')} NORMAL, {counts.get('PNEUMONIA')} PNEUMONIA, {site.get('n_patients')}
-patients). {_fitted_parts(site.get('adapt')).capitalize()} were fitted to these films
+patients). {fitted_parts(site.get('adapt')).capitalize()} were fitted to these films
 (`pneumo calibrate`, policy {site.get('policy')}, adapt {site.get('adapt')}); every figure here
 is a {site.get('folds')}-fold cross-validation **grouped by patient**: each film judged by a fit
 that never saw its patient, at that fit's threshold. 95% CIs from bootstrap resamples.
