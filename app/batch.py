@@ -10,7 +10,8 @@ import itertools
 import pandas as pd
 import streamlit as st
 
-from app import state, uploads, widgets
+from app import state, widgets
+from pneumo import uploads
 from pneumo import verdict
 from pneumo.errors import PneumoError
 

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import importlib.util
 import logging
-import re
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -198,23 +195,15 @@ def _gallery(ev, bundle, threshold: float) -> None:
                      hide_index=True, width="stretch")
 
 
-def calibrate_available() -> bool:
-    """Whether this installation can calibrate: `pneumo calibrate` runs in a subprocess and
-    needs TensorFlow there (the light serving install has none)."""
-    try:
-        return importlib.util.find_spec("tensorflow") is not None
-    except (ImportError, ValueError):
-        return False
-
-
 HEAVY_JOBS_PER_HOUR = 3  # per browser session
-ADAPT_CHOICES = {"Threshold and temperature only (the model is unchanged)": "none",
-                 "Also refit the last layer on these films": "head"}
 
 
 def _calibrate_offer(ev, bundle) -> None:
-    """Fit a threshold to these films as a *new* bundle (only where `pneumo calibrate` runs)."""
-    if not calibrate_available():
+    """Fit a threshold to these films as a *new* bundle (where this install can run the fit)."""
+    from pneumo.sitefit import ADAPT_LABELS, fit_choices
+
+    choices = fit_choices(bundle.manifest)
+    if not choices:
         return
     public = state.serving_mode() == "public"
     with st.expander("Fit a threshold to these films (a new bundle)"):
@@ -224,39 +213,19 @@ def _calibrate_offer(ev, bundle) -> None:
                    + " The active bundle is never changed. Figures of the new bundle on these "
                    "same films are no longer an independent test: the ones shown are "
                    "cross-validated by patient.")
-        how = st.radio("What to fit", list(ADAPT_CHOICES), key="cal_adapt")
+        adapt = st.radio("What to fit", choices, format_func=ADAPT_LABELS.get, key="cal_adapt")
         policy = st.selectbox("Policy", ["sensitivity", "youden", "cost"], key="cal_policy")
         target = st.number_input("Target sensitivity", 0.5, 0.999, 0.95, 0.01,
                                  key="cal_target", disabled=policy != "sensitivity")
         default = f"{bundle.path.name}-cal-{dt.datetime.now().strftime('%Y%m%d-%H%M')}"
         name = st.text_input("New bundle name", default, key="cal_name")
         if st.button("Fit the new bundle", key="cal_go"):
-            _calibrate(ev, bundle, name, policy, target, ADAPT_CHOICES[how], public)
+            _calibrate(ev, bundle, name, policy, target, adapt, public)
         fitted = st.session_state.get("fitted_bundle")
         if fitted and public:
             st.download_button(f"Download {fitted['name']} (ZIP)", fitted["zip"],
                                file_name=f"{fitted['name']}.zip", mime="application/zip",
                                key="cal_download", icon=":material/download:")
-
-
-def write_site_manifest(ev, folder: str | Path) -> Path:
-    """The films of `ev` that were scored, as files plus a CSV manifest `path,label,patient_id`
-    in `folder` (what `pneumo calibrate` reads). No identifier leaves the upload: files are
-    renamed by number and patients pseudonymised (the same patient keeps one pseudonym, so
-    the cross-validation still groups by patient)."""
-    scored = set(ev.table["path"])
-    rows, pseudonyms = [], {}
-    for k, film in enumerate(f for f in ev.films if f.name in scored):
-        src = film.source()
-        data = src if isinstance(src, bytes) else Path(src).read_bytes()
-        target = Path(folder) / "films" / f"{k:05d}{Path(film.name).suffix.lower()}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-        patient = pseudonyms.setdefault(str(film.patient_id), f"patient-{len(pseudonyms):05d}")
-        rows.append((target.relative_to(folder).as_posix(), film.label, patient))
-    manifest = Path(folder) / "site.csv"
-    pd.DataFrame(rows, columns=["path", "label", "patient_id"]).to_csv(manifest, index=False)
-    return manifest
 
 
 def _recent_jobs() -> list[float]:
@@ -268,15 +237,13 @@ def _recent_jobs() -> list[float]:
 
 def _calibrate(ev, bundle, name: str, policy: str, target: float, adapt: str,
                public: bool) -> None:
-    import json
-    import shutil
-    import tempfile
-
-    from pneumo.jobs import run_heavy
     from pneumo.modelcard import UPLOADED
+    from pneumo.sitefit import check_bundle_name, fit_new_bundle
 
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name or ""):
-        st.error("Name the bundle with letters, digits, '.', '_' or '-' (up to 64).")
+    try:
+        check_bundle_name(name)
+    except PneumoError as exc:
+        st.error(str(exc))
         return
     if len(_recent_jobs()) >= HEAVY_JOBS_PER_HOUR:
         st.error(f"At most {HEAVY_JOBS_PER_HOUR} fits per hour per session on this server: "
@@ -290,60 +257,30 @@ def _calibrate(ev, bundle, name: str, policy: str, target: float, adapt: str,
         return
     st.session_state["heavy_jobs"] = _recent_jobs() + [dt.datetime.now().timestamp()]
     status = st.empty()
-    tmp = Path(tempfile.mkdtemp(prefix="pneumo-fit-"))
     try:
-        target_dir = out or tmp / name
-        args = ["calibrate", "--model", str(bundle.path), "--data",
-                str(write_site_manifest(ev, tmp / "site")), "--out", str(target_dir),
-                "--adapt", adapt, "--policy", policy, "--target-sensitivity", str(target),
-                # the films by their upload's name, not the temporary folder's path
-                "--source", f"{UPLOADED}: {ev.name}"]
-        result = run_heavy(
-            args,
+        outcome = fit_new_bundle(
+            bundle.path, ev.films, set(ev.table["path"]), name, out, adapt=adapt,
+            policy=policy, target=target, source=f"{UPLOADED}: {ev.name}",
             on_wait=lambda s: status.info(f"Another fit is running on this server; yours "
                                           f"starts when it ends (waiting {s:.0f} s)."),
             on_tick=lambda s, line: status.info(f"Fitting on {ev.n} films in a separate "
                                                 f"process ({s:.0f} s): {line or 'starting'}"))
-        status.empty()
-        if result.timed_out or result.returncode != 0:
-            reason = "it ran too long" if result.timed_out else _last_error(result.stderr)
-            st.error(f"Calibration failed: {reason}. The active bundle is unchanged.")
-            return
-        summary = json.loads(result.stdout.strip().splitlines()[-1])
-        if public:
-            st.session_state["fitted_bundle"] = {"name": name, "zip": _zip_folder(target_dir)}
-            st.success(f"New bundle **{name}** fitted in {result.ran_s:.0f} s: download it "
-                       "below (it is kept with your session only).")
-        else:
-            st.success(f"New bundle written to `{out}`: pick **{name}** in the sidebar. The "
-                       "active bundle is unchanged.")
     except (PneumoError, OSError, ValueError) as exc:
+        status.empty()
         st.error(f"Calibration failed: {verdict.user_message(exc)}")
         return
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # films, manifest and (public) the bundle
-    _fit_report(ev, summary, target if policy == "sensitivity" else None)
-
-
-def _last_error(stderr: str) -> str:
-    """The job's own error line ("pneumo: error: ..."), never a traceback."""
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    for line in reversed(lines):
-        if line.startswith("pneumo: error:"):
-            return line[len("pneumo: error:"):].strip()
-    return "the calibration process stopped with an error (see the server log)"
-
-
-def _zip_folder(folder: Path) -> bytes:
-    import io
-    import zipfile
-
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                archive.write(path, f"{folder.name}/{path.relative_to(folder).as_posix()}")
-    return buffer.getvalue()
+    status.empty()
+    if outcome.error:
+        st.error(f"Calibration failed: {outcome.error}. The active bundle is unchanged.")
+        return
+    if public:
+        st.session_state["fitted_bundle"] = {"name": name, "zip": outcome.bundle_zip}
+        st.success(f"New bundle **{name}** fitted in {outcome.ran_s:.0f} s: download it "
+                   "below (it is kept with your session only).")
+    else:
+        st.success(f"New bundle written to `{out}`: pick **{name}** in the sidebar. The "
+                   "active bundle is unchanged.")
+    _fit_report(ev, outcome.summary, target if policy == "sensitivity" else None)
 
 
 def _fit_report(ev, summary: dict, target: float | None) -> None:

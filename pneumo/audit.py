@@ -46,7 +46,7 @@ from .heatcheck import GRID, heat_figures, lung_mask
 from .markers import AUDIT_FONTS, AUDIT_TEXTS, CORNERS, EDGES, Marker, burn_marker, place
 from .metrics import summary_metrics
 from .stats import mean_ci, paired_auc_difference
-from .uploads import Film, Item
+from .layouts import Film, Item
 
 if TYPE_CHECKING:
     from .predict import Predictor

@@ -52,6 +52,55 @@ def read_site(data: str | Path, size: int) -> tuple[Any, np.ndarray]:
 LITERT_FILES = (TFLITE_FILE, HEAD_FILE)
 
 
+class _KerasForward:
+    """The float Keras model's outputs on preprocessed films (needs TensorFlow)."""
+
+    def __init__(self, model_dir: Path):
+        from .model import load_bundle_model
+
+        self.model = load_bundle_model(model_dir)
+
+    def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from .inference import site_outputs
+
+        return site_outputs(self.model, images)
+
+    def pooled(self, layer: str, images: np.ndarray) -> np.ndarray:
+        from .inference import pooled_outputs
+
+        return pooled_outputs(self.model, layer, images)
+
+
+class _ServedForward:
+    """The served LiteRT file's own outputs (no TensorFlow): what a threshold-only fit of a
+    LiteRT-served bundle needs, since its network, and so its file, stay as they are."""
+
+    def __init__(self, model_dir: Path, info: dict[str, Any]):
+        from .litert import LiteRTModel
+
+        self.model = LiteRTModel(model_dir / info["file"], model_dir / info["head_file"])
+        self.gate_layer = info.get("gate_layer")
+
+    def outputs(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = self.model.features_and_logits(images)
+        return out["features"].astype(np.float64), out["logit"].astype(np.float64)
+
+    def pooled(self, layer: str, images: np.ndarray) -> np.ndarray:
+        if layer != self.gate_layer:
+            raise DataError(f"the served file gives {self.gate_layer} features, the gate reads "
+                            f"{layer}: re-export the bundle's LiteRT model")
+        return self.model.features_and_logits(images, keys=("gate",))["gate"]
+
+
+def serves_unchanged(manifest: dict[str, Any], adapt: str) -> bool:
+    """Whether a calibration of this bundle keeps its served LiteRT file as it is: a
+    threshold-and-temperature fit (the network is unchanged) of a bundle served by LiteRT.
+    Such a fit runs on the file's own outputs, without TensorFlow."""
+    from .predict import served_runtime
+
+    return adapt == "none" and served_runtime(manifest, installed=True) == "litert"
+
+
 def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Path,
                      policy: str = "sensitivity", target_sensitivity: float = 0.95,
                      cost_ratio: float = 3.0, adapt: str = "head", folds: int = 5,
@@ -60,20 +109,18 @@ def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Pat
     """Fit `model_dir` to the labelled films at `data`; write a new verified bundle `out_dir`.
 
     `source` names the films in the provenance when `data` is a temporary file (an upload).
+    With `adapt="none"` on a LiteRT-served bundle (`serves_unchanged`) every output comes from
+    the served file and the files are copied as they are: no TensorFlow, no export. Otherwise
+    the float Keras model is read, and the export with parity is the last step.
 
     Returns a summary: the cross-validated figures, the fitted threshold and temperature,
     where they came from, and the gate's flag rate on the site films before/after its refit.
     """
     import datetime as dt
-    import shutil
 
-    from .bundle import (MANIFEST, read_manifest, relative_to_bundle, sha256_file, write_json,
-                         write_manifest)
-    from .model import load_bundle_model
+    from .bundle import MANIFEST, read_manifest, sha256_file, write_json, write_manifest
     from .modelcard import fitted_parts, model_card
     from .fileio import atomic_write_text
-    from .export import export_bundle
-    from .inference import pooled_outputs, site_outputs
     from .layers import LOGIT_LAYER
     from .predict import load_gate
 
@@ -86,8 +133,10 @@ def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Pat
         raise DataError("--out must differ from --model: the original bundle is never changed")
     manifest = read_manifest(model_dir, verify=True)
     frame, images = read_site(data, int(manifest["image_size"]))
-    model = load_bundle_model(model_dir)
-    features, logits = site_outputs(model, images)
+    unchanged = serves_unchanged(manifest, adapt)
+    forward = (_ServedForward(model_dir, manifest["litert"]) if unchanged
+               else _KerasForward(model_dir))
+    features, logits = forward.outputs(images)
     labels, groups = frame["label"].to_numpy(), frame["patient_id"].astype(str).to_numpy()
     kwargs = dict(adapt=adapt, policy=policy, target_sensitivity=target_sensitivity,
                   cost_ratio=cost_ratio)
@@ -95,32 +144,28 @@ def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Pat
     fit = fit_site(features, logits, labels, groups, seed=seed, **kwargs)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in manifest.get("files", {}):
-        # The SavedModel is re-exported on demand and the LiteRT files below: both would be
-        # stale (the head changes).
-        if not name.startswith("saved_model/") and name not in LITERT_FILES:
-            (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(model_dir / name, out_dir / name)
+    _copy_parent_files(model_dir, out_dir, manifest, keep_served=unchanged)
     if fit.weights is not None:
-        dense = model.get_layer(LOGIT_LAYER)
+        dense = forward.model.get_layer(LOGIT_LAYER)
         dense.set_weights([fit.weights.reshape(-1, 1).astype(np.float32),
                            np.array([fit.bias], np.float32)])
-        model.save(out_dir / "model.keras")
+        forward.model.save(out_dir / "model.keras")
 
     gate_summary: dict[str, Any] = {}
     gate = load_gate(out_dir / "gate.npz")
     if hasattr(gate, "set_cutoffs"):  # a population gate: the site's films are in population
-        pooled = pooled_outputs(model, gate.layer, images)
+        pooled = forward.pooled(gate.layer, images)
         gate_summary["site_flag_rate_before"] = gate.flag_rate(pooled)
         gate.set_cutoffs(pooled, f"site films {source or data}", keep_higher=True)
         gate_summary["site_flag_rate_after"] = gate.flag_rate(pooled)
         gate.save(out_dir / "gate.npz")
 
-    rescored = _rescore_internal_splits(model_dir, out_dir, model, fit,
+    rescored = _rescore_internal_splits(model_dir, out_dir, forward, fit,
                                         int(manifest["image_size"]), bootstrap, seed)
     counts = {"NORMAL": int((labels == 0).sum()), "PNEUMONIA": int((labels == 1).sum())}
     provenance = {"data": source or str(data), "n_per_class": counts,
                   "n_patients": int(len(set(groups))), "policy": policy, "adapt": adapt,
+                  "outputs": "the served LiteRT file's" if unchanged else "the float model's",
                   "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                   "parent_bundle": str(model_dir), "parent_name": manifest.get("name"),
                   "parent_manifest_sha256": sha256_file(model_dir / MANIFEST)}
@@ -130,14 +175,16 @@ def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Pat
     metrics = json.loads((model_dir / "metrics.json").read_text())
     metrics.update(site=site, threshold=fit.threshold, temperature=fit.temperature,
                    threshold_selection={**fit.selection, "site": provenance}, **rescored)
-    write_json(out_dir / "metrics.json", metrics)
-    table = frame[["path", "patient_id", "label"]].copy()
-    table["path"] = [relative_to_bundle(out_dir, p) for p in table["path"]]
-    table["probability"], table["fold"] = cv["probabilities"], cv["fold"]
-    table["decision"] = (cv["decision"] >= 0.5).astype(int)
-    table.to_csv(out_dir / "site_predictions.csv", index=False)
-
     info = {k: v for k, v in manifest.items() if k not in ("files", "bundle_format", "litert")}
+    if unchanged:
+        info["litert"] = metrics["litert"] = _served_point(manifest["litert"], fit, source or data)
+        metrics["litert"]["cross_validated"] = {
+            "figures": "the served LiteRT model's outputs, patient-grouped cross-validation: "
+            f"{fitted_parts(adapt)} fitted on the other folds only", **provenance,
+            **cv["metrics"]}
+    write_json(out_dir / "metrics.json", metrics)
+    _write_site_predictions(out_dir, frame, cv)
+
     info.update(name=f"{manifest.get('name', model_dir.name)}-site", threshold=fit.threshold,
                 temperature=fit.temperature,
                 threshold_selection={**fit.selection, "site": provenance},
@@ -151,7 +198,9 @@ def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Pat
         info["gate"] = {"file": "gate.npz", **gate.describe()}
     atomic_write_text(out_dir / "MODEL_CARD.md", model_card(info, metrics))
     write_manifest(out_dir, info)
-    if manifest.get("litert"):  # the parent served LiteRT: so does the calibrated bundle
+    if manifest.get("litert") and not unchanged:  # the parent served LiteRT: so does this one
+        from .export import export_bundle
+
         # The last step: the export with parity, on the site films the point was fitted on.
         export_bundle(out_dir, manifest["litert"].get("quantize", "dynamic"), saved_model=False,
                       reference=(f"site films {source or data}", frame))
@@ -159,6 +208,58 @@ def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Pat
     read_manifest(out_dir, verify=True)  # what was written verifies, or this raises
     return {"bundle": str(out_dir), "threshold": fit.threshold, "temperature": fit.temperature,
             "site": site}
+
+
+# The parent's tables that name films by bundle-relative path (`bundle.relative_to_bundle`):
+# copied into a bundle at another depth, each path is rewritten to name the same file.
+FILM_TABLES = ("split.csv", "predictions.csv", "val_predictions.csv")
+
+
+def _copy_parent_files(parent: Path, out: Path, manifest: dict[str, Any],
+                       keep_served: bool) -> None:
+    """The parent's files a calibrated bundle starts from. The SavedModel is re-exported on
+    demand; the LiteRT files are copied only when the network is unchanged (else the export
+    rewrites them); the film tables keep naming the same films."""
+    import shutil
+
+    import pandas as pd
+
+    from .bundle import relative_to_bundle, resolve_in_bundle
+
+    for name in manifest.get("files", {}):
+        if name.startswith("saved_model/") or (name in LITERT_FILES and not keep_served):
+            continue
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        if name in FILM_TABLES:
+            table = pd.read_csv(parent / name, dtype={"patient_id": str})
+            table["path"] = [relative_to_bundle(out, resolve_in_bundle(parent, p))
+                             for p in table["path"]]
+            table.to_csv(out / name, index=False)
+        else:
+            shutil.copy2(parent / name, out / name)
+
+
+def _served_point(parent: dict[str, Any], fit: SiteFit, films: Any) -> dict[str, Any]:
+    """The parent's LiteRT record for the same file, with the operating point fitted on that
+    file's own outputs: one threshold and temperature for the bundle and its served file."""
+    info = {k: v for k, v in parent.items() if k != "cross_validated"}
+    info.update(threshold=fit.threshold, temperature=fit.temperature,
+                float_threshold=fit.threshold, float_temperature=fit.temperature,
+                threshold_refitted_on=None,
+                operating_point=f"fitted on this file's own outputs over the site films {films}",
+                parity_note="the parity figures are the parent bundle's export of this same "
+                            "file; the calibration did not rerun the float model")
+    return info
+
+
+def _write_site_predictions(out: Path, frame, cv: dict[str, Any]) -> None:
+    from .bundle import relative_to_bundle
+
+    table = frame[["path", "patient_id", "label"]].copy()
+    table["path"] = [relative_to_bundle(out, p) for p in table["path"]]
+    table["probability"], table["fold"] = cv["probabilities"], cv["fold"]
+    table["decision"] = (cv["decision"] >= 0.5).astype(int)
+    table.to_csv(out / "site_predictions.csv", index=False)
 
 
 def record_served_cv(bundle: Path, frame, images: np.ndarray, provenance: dict[str, Any],
@@ -197,7 +298,7 @@ def record_served_cv(bundle: Path, frame, images: np.ndarray, provenance: dict[s
     return figures
 
 
-def _rescore_internal_splits(parent: Path, out: Path, model, fit: SiteFit, size: int,
+def _rescore_internal_splits(parent: Path, out: Path, forward, fit: SiteFit, size: int,
                              bootstrap: int, seed: int) -> dict[str, Any]:
     """Score the parent's internal validation and test films with the calibrated model, so the
     bundle's second yardstick describes this model, not its parent. Returns the metrics
@@ -205,9 +306,8 @@ def _rescore_internal_splits(parent: Path, out: Path, model, fit: SiteFit, size:
     import pandas as pd
 
     from .bundle import relative_to_bundle, resolve_in_bundle
-    from .inference import site_outputs
     from .metrics import reliability_curve
-    from .pipeline import load_images
+    from .preprocess import load_images
 
     found: dict[str, Any] = {}
     for split, name in (("test", "predictions.csv"), ("val", "val_predictions.csv")):
@@ -218,7 +318,7 @@ def _rescore_internal_splits(parent: Path, out: Path, model, fit: SiteFit, size:
         if not all(p.is_file() for p in paths):
             return {"internal_splits": "scores of the parent model: its split films are not "
                     "on the machine that calibrated it"}
-        features, logits = site_outputs(model, load_images([str(p) for p in paths], size))
+        features, logits = forward.outputs(load_images([str(p) for p in paths], size))
         table["path"] = [relative_to_bundle(out, p) for p in paths]
         table["logit"] = fit.logits(features, logits)
         table["probability"] = fit.probabilities(features, logits)

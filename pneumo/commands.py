@@ -120,7 +120,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     size = args.image_size
     if args.data:
         from .datasets import discover
-        from .pipeline import frame_images
+        from .preprocess import frame_images
 
         frame = discover(args.data).sample(n=args.images, random_state=0)
         images = frame_images(frame, size)

@@ -17,7 +17,7 @@ from .errors import DataError
 from .evaluate import Progress, score_films
 from .metrics import summary_metrics
 from .stats import paired_auc_difference
-from .uploads import Film, Item
+from .layouts import Film, Item
 
 METRIC_KEYS = ("auc", "sensitivity", "specificity", "accuracy", "precision", "npv", "f1",
                "pr_auc", "brier", "ece")

@@ -22,9 +22,8 @@ import pandas as pd
 from sklearn.utils.class_weight import compute_class_weight
 
 from .errors import DataError
-from .layouts import (CLASS_NAMES, IMAGE_SUFFIXES, RSNA_IMAGES, RSNA_LABELS,  # noqa: F401
-                      Labelled, disk_entry, folder_entries, layout_of, outside_reader,
-                      parse_label, patient_id_from_name, read_layout)
+from .layouts import (IMAGE_SUFFIXES, RSNA_LABELS, Labelled, disk_entry, folder_entries,
+                      layout_of, outside_reader, read_layout)
 
 log = logging.getLogger(__name__)
 COLUMNS = ["path", "label", "patient_id"]

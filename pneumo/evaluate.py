@@ -26,7 +26,7 @@ import pandas as pd
 from .bundle import write_json
 from .errors import DataError, PneumoError
 from .metrics import reliability_curve, summary_metrics
-from .uploads import Film, Item
+from .layouts import Film, Item
 
 CHUNK = 32  # the progress moves once per this many films
 COLUMNS = ["path", "patient_id", "label", "probability", "assessed", "ood_score", "gate_reasons",

@@ -238,7 +238,7 @@ def export_litert(bundle: str | Path, quantize: str = "dynamic", check: bool = T
     from .bundle import read_manifest, refresh_hashes
     from .fileio import atomic_write_bytes
     from .model import load_bundle_model
-    from .pipeline import frame_images
+    from .preprocess import frame_images
 
     bundle = Path(bundle)
     manifest = read_manifest(bundle, verify=True)
@@ -334,7 +334,7 @@ def _check_parity(bundle: Path, manifest: dict[str, Any], model,
     from .gatefit import split_films
     from .inference import site_outputs
     from .operating_point import threshold_policy
-    from .pipeline import frame_images
+    from .preprocess import frame_images
 
     policy = threshold_policy(manifest)
     point = {"threshold": float(manifest["threshold"]),

@@ -20,7 +20,7 @@ import pandas as pd
 from . import __version__
 from .bundle import relative_to_bundle, write_json, write_manifest
 from .config import Config
-from .datasets import CLASS_NAMES
+from .layouts import CLASS_NAMES
 from .fileio import atomic_write_text
 from .gatefit import fit_gate
 from .inference import pooled_outputs
@@ -63,7 +63,7 @@ def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame]
     test = prediction_table(parts[held_out], outputs[held_out][1], temperature, out)
 
     if images is None:  # decoded again when the caller did not keep them
-        from .pipeline import frame_images
+        from .preprocess import frame_images
 
         images = {s: frame_images(p, cfg.data.image_size) for s, p in parts.items() if len(p)}
     # The gate reads the float32 model that serves, not the (maybe bfloat16) one that trained.

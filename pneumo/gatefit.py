@@ -24,7 +24,7 @@ def fit_gate(model: keras.Model, train: np.ndarray, val: np.ndarray,
     from .datasets import image_paths
     from .inference import pooled_outputs
     from .model import gate_layer
-    from .pipeline import load_images
+    from .preprocess import load_images
 
     layer = gate_layer(model)
     adults = None
@@ -57,7 +57,7 @@ def split_pooled(model: keras.Model, model_dir: Path, name: str,
     """Pooled gate-layer features of one split of the bundle's `split.csv`."""
     from .inference import pooled_outputs
     from .model import gate_layer
-    from .pipeline import frame_images
+    from .preprocess import frame_images
 
     frame = split_films(model_dir, name, limit)
     return pooled_outputs(model, gate_layer(model), frame_images(frame, int(model.input_shape[1])))
@@ -89,7 +89,7 @@ def cross_source_adult_rates(model_dir: str | Path, adult_root: str | Path,
     """
     from .inference import pooled_outputs
     from .model import gate_layer, load_bundle_model
-    from .pipeline import load_images
+    from .preprocess import load_images
 
     model_dir, adult_root = Path(model_dir), Path(adult_root)
     model = load_bundle_model(model_dir)

@@ -134,12 +134,17 @@ class LiteRTModel:
         out["logit"] = out["features"] @ self.weights + np.float32(self.bias)
         return out
 
-    def features_and_logits(self, images: np.ndarray, batch: int = 32
+    def features_and_logits(self, images: np.ndarray, batch: int = 32,
+                            keys: tuple[str, ...] = ("features", "logit")
                             ) -> dict[str, np.ndarray]:
-        """{"features", "logit"} of many preprocessed films, `batch` at a time (the conv
-        maps of each batch are dropped: 32 films' maps are 26 MB, 328 films' 260 MB)."""
-        parts = [self.run(images[i:i + batch]) for i in range(0, len(images), batch)]
-        return {k: np.concatenate([p[k] for p in parts]) for k in ("features", "logit")}
+        """`keys` of `run` (default {"features", "logit"}) for many preprocessed films, `batch`
+        at a time (the conv maps of each batch are dropped: 32 films' maps are 26 MB, 328
+        films' 260 MB)."""
+        parts = [{k: v for k, v in self.run(images[i:i + batch]).items() if k in keys}
+                 for i in range(0, len(images), batch)]
+        if not parts:
+            raise ValueError("no films to run")
+        return {k: np.concatenate([p[k] for p in parts]) for k in keys}
 
 
 def check_head(model: LiteRTModel, info: dict[str, Any]) -> str | None:

@@ -7,33 +7,11 @@ memory as uint8 (5,216 images at 224 px are 785 MB). Albumentations runs in a
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
-
 import numpy as np
-import pandas as pd
 import tensorflow as tf
 
 from .augment import augment_image, build_augmenter
 from .config import AugmentConfig
-from .preprocess import load_model_input
-
-
-def load_images(
-    paths: list[str], size: int, progress: Callable[[int], None] | None = None
-) -> np.ndarray:
-    """Decode and preprocess every path into one uint8 array (N, size, size, 3)."""
-    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-
-    def work(i: int) -> int:
-        out[i] = load_model_input(paths[i], size)
-        return i
-
-    with ThreadPoolExecutor(max_workers=2) as pool:  # PIL and cv2 release the GIL
-        for _ in pool.map(work, range(len(paths))):
-            if progress:
-                progress(1)
-    return out
 
 
 def oversample_indices(labels: np.ndarray, seed: int) -> np.ndarray:
@@ -88,8 +66,3 @@ def eval_dataset(images: np.ndarray, batch_size: int, labels: np.ndarray | None 
     """Batched, in-order dataset of images (and labels when given), no augmentation."""
     tensors = images if labels is None else (images, np.asarray(labels, dtype=np.float32))
     return tf.data.Dataset.from_tensor_slices(tensors).batch(batch_size).prefetch(2)
-
-
-def frame_images(frame: pd.DataFrame, size: int, progress=None) -> np.ndarray:
-    """`load_images` over a data table's `path` column."""
-    return load_images(frame["path"].tolist(), size, progress)

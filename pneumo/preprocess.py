@@ -17,6 +17,9 @@ the identity (mean change 0.001 grey levels, measured on 27 films), so training 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
 import cv2
 import numpy as np
 
@@ -53,3 +56,25 @@ def load_model_input(source, size: int = 224) -> np.ndarray:
     from .imageio import read_image
 
     return to_model_input(read_image(source, model_size=size).pixels, size)
+
+
+def load_images(
+    paths: list[str], size: int, progress: Callable[[int], None] | None = None
+) -> np.ndarray:
+    """Decode and preprocess every path into one uint8 array (N, size, size, 3)."""
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+
+    def work(i: int) -> int:
+        out[i] = load_model_input(paths[i], size)
+        return i
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # PIL and cv2 release the GIL
+        for _ in pool.map(work, range(len(paths))):
+            if progress:
+                progress(1)
+    return out
+
+
+def frame_images(frame, size: int, progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """`load_images` over a data table's `path` column."""
+    return load_images(frame["path"].tolist(), size, progress)

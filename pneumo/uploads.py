@@ -27,10 +27,10 @@ from typing import Callable
 
 from .errors import DataError
 from .imageio import MAX_FILE_BYTES
-from .layouts import JUNK, Entry, Film, Item, LabelledUpload, read_layout, skipped  # noqa: F401
+from .layouts import Entry, Item, LabelledUpload, read_layout, skipped
 
 __all__ = ["MAX_MEMBERS", "MAX_EVAL_MEMBERS", "MAX_MEMBER_BYTES", "MAX_TOTAL_BYTES",
-           "MAX_CSV_BYTES", "Item", "Film", "LabelledUpload", "unsafe_reason", "expand",
+           "MAX_CSV_BYTES", "unsafe_reason", "expand",
            "expand_zip", "upload_entries", "labelled_films"]
 
 MAX_MEMBERS = 1000  # images taken from one Batch upload, ZIPs included

@@ -29,7 +29,8 @@ BUNDLE = Path(os.environ.get("PNEUMO_MODEL", REPO / "models" / "default"))
 SLICE = int(os.environ.get("PNEUMO_NOTEBOOK_SLICE", "0")) or None  # None: all images
 print(DATA, BUNDLE, SLICE)"""),
     ("md", "## 1. Data: every image becomes (path, label, patient_id)"),
-    ("code", """from pneumo.datasets import discover, patient_id_from_name
+    ("code", """from pneumo.datasets import discover
+from pneumo.layouts import patient_id_from_name
 
 frame = discover(DATA / "train")
 print(frame.label.value_counts().rename({0: "NORMAL", 1: "PNEUMONIA"}))

@@ -35,7 +35,7 @@ def convert_all(bundle: Path, kinds: list[str], out: Path) -> list[str]:
                                convert)
     from pneumo.gatefit import split_films
     from pneumo.model import load_bundle_model
-    from pneumo.pipeline import frame_images
+    from pneumo.preprocess import frame_images
     from pneumo.predict import read_manifest
 
     manifest = read_manifest(bundle, verify=False)
@@ -61,7 +61,7 @@ def main() -> None:
 
     from pneumo.datasets import discover
     from pneumo.litert import HEAD_FILE, LiteRTModel, class_activation_maps
-    from pneumo.pipeline import frame_images
+    from pneumo.preprocess import frame_images
     from pneumo.predict import operating_point, read_manifest, tta_views
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

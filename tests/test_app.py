@@ -840,7 +840,7 @@ def _compare_page(serve, tmp_path, monkeypatch) -> AppTest:
     from app import state
     from pneumo import compare
     from pneumo.evaluate import COLUMNS, Evaluation
-    from pneumo.uploads import Film
+    from pneumo.layouts import Film
 
     write_fake_bundle(tmp_path / "default", n=40)
     other = write_fake_bundle(tmp_path / "other", n=40, seed=1)

@@ -279,7 +279,7 @@ def test_calibrate_offer_on_a_workstation_writes_a_new_bundle_never_the_active_o
 
     calls = []
     monkeypatch.setattr(pneumo.jobs, "run_heavy", _fake_job(calls))
-    monkeypatch.setattr("app.evaluate.calibrate_available", lambda: True)
+    monkeypatch.setattr("pneumo.sitefit.fit_choices", lambda manifest: ["none", "head"])
     monkeypatch.setenv("PNEUMO_SERVING", "workstation")
     models = tmp_path / "models"
     shutil.copytree(tiny_bundle, models / "active")
@@ -319,7 +319,7 @@ def test_calibrate_offer_on_a_public_server_writes_nothing_to_the_models_folder(
 
     calls = []
     monkeypatch.setattr(pneumo.jobs, "run_heavy", _fake_job(calls))
-    monkeypatch.setattr("app.evaluate.calibrate_available", lambda: True)
+    monkeypatch.setattr("pneumo.sitefit.fit_choices", lambda manifest: ["none", "head"])
     monkeypatch.delenv("PNEUMO_SERVING", raising=False)
     scratch = tmp_path / "tmp"
     scratch.mkdir()

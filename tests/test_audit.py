@@ -21,7 +21,7 @@ from pneumo.evaluate import disk_films
 from pneumo.heatcheck import hottest_outside_lungs, lung_mask
 from pneumo.imageio import read_image
 from pneumo.markers import Marker, place
-from pneumo.uploads import Film
+from pneumo.layouts import Film
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -181,7 +181,7 @@ def test_a_quantised_served_model_gets_its_own_cross_validated_figures(tiny_bund
     from pneumo.bundle import read_manifest, refresh_hashes
     from pneumo.calibrate import record_served_cv
     from pneumo.datasets import discover
-    from pneumo.pipeline import frame_images
+    from pneumo.preprocess import frame_images
 
     bundle = tmp_path / "b"
     shutil.copytree(tiny_bundle, bundle)
@@ -202,3 +202,45 @@ def test_a_quantised_served_model_gets_its_own_cross_validated_figures(tiny_bund
     card = (bundle / "MODEL_CARD.md").read_text()
     assert "served LiteRT model cross-validated by patient" in card.split("## Results on the")[0]
     read_manifest(bundle, verify=True)  # the rewritten files are in the manifest's sums
+
+
+def test_a_threshold_only_fit_runs_on_the_served_file_without_tensorflow(tiny_bundle,
+                                                                        site_folder, tmp_path):
+    """`--adapt none` on a LiteRT-served bundle (the dashboard's default fit): a fresh process
+    never imports TensorFlow; the network files are the parent's byte for byte; the bundle and
+    its served file share the one fitted point; and the film tables of a bundle written at
+    another depth still name the parent's films."""
+    import pandas as pd
+
+    from pneumo import Predictor
+    from pneumo.bundle import read_manifest, resolve_in_bundle, sha256_file
+    from pneumo.calibrate import serves_unchanged
+
+    parent = read_manifest(tiny_bundle, verify=True)
+    assert serves_unchanged(parent, "none") and not serves_unchanged(parent, "head")
+    out = tmp_path / "deeper" / "than" / "the" / "parent" / "fitted"
+    code = ("import json, sys; from pneumo.calibrate import calibrate_bundle; "
+            f"s = calibrate_bundle({str(tiny_bundle)!r}, {str(site_folder)!r}, {str(out)!r}, "
+            "adapt='none', bootstrap=50); "
+            "print(json.dumps([s['threshold'], 'tensorflow' in sys.modules]))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    threshold, imported_tf = json.loads(run.stdout.strip().splitlines()[-1])
+    assert imported_tf is False
+    manifest = read_manifest(out, verify=True)
+    for name in ("model.tflite", "head.npz", "model.keras"):
+        assert sha256_file(out / name) == sha256_file(tiny_bundle / name), name
+    assert manifest["threshold"] == manifest["litert"]["threshold"] == pytest.approx(threshold)
+    assert manifest["calibrated_from"]["outputs"] == "the served LiteRT file's"
+    predictor = Predictor.load(out)
+    assert predictor.runtime == "litert" and predictor.threshold == pytest.approx(threshold)
+    served_cv = json.loads((out / "metrics.json").read_text())["litert"]["cross_validated"]
+    assert served_cv["n"] == 64
+    for table in ("split.csv", "predictions.csv"):
+        mine = pd.read_csv(out / table)["path"]
+        theirs = pd.read_csv(tiny_bundle / table)["path"]
+        assert len(mine) > 0 and list(mine) != list(theirs)  # rewritten for the new depth
+        assert [resolve_in_bundle(out, p) for p in mine] == \
+            [resolve_in_bundle(tiny_bundle, p) for p in theirs]
+        assert all(resolve_in_bundle(out, p).is_file() for p in mine)

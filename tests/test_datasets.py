@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pneumo.datasets import (class_weights, detect_layout, discover, limit_per_class, parse_label,
-                             patient_id_from_name, split_by_patient)
+from pneumo.datasets import (class_weights, detect_layout, discover, limit_per_class,
+                             split_by_patient)
+from pneumo.layouts import parse_label, patient_id_from_name
 from pneumo.errors import DataError
 from pneumo.pipeline import oversample_indices
 

@@ -17,7 +17,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from pneumo.errors import DataError, ImageError
-from pneumo.uploads import Film, labelled_films
+from pneumo.layouts import Film
+from pneumo.uploads import labelled_films
 
 
 def make_zip(entries: dict[str, bytes], links: tuple[str, ...] = ()) -> bytes:

@@ -29,7 +29,8 @@ from ..fileio import atomic_write_json
 from ..finalize import write_bundle
 from ..inference import features_and_logits, heads
 from ..model import build_model, choose_precision, set_trainable
-from ..pipeline import eval_dataset, frame_images, train_dataset
+from ..pipeline import eval_dataset, train_dataset
+from ..preprocess import frame_images
 from .attribution import penalised_top
 from .cache import CachedViews, build_cache, cache_boundary
 from .callbacks import AtomicBackup, BestWeights, EpochRecorder
