@@ -20,6 +20,7 @@ from pneumo import verdict
 from pneumo.errors import DataError, PneumoError
 
 GALLERY_PAGE = 8  # error thumbnails per page
+THUMBNAIL_SIDE = 320  # small in memory and on the wire
 RUNS = "evaluate_runs"  # session key: upload signature -> evaluation key
 
 
@@ -111,9 +112,7 @@ def _problems(ev) -> None:
 def _thumbnails(ev, names: list[str], predictor) -> dict:
     """{film name: (small film with its Grad-CAM overlay, heat off the lungs?) or None if it
     cannot be re-read}, cached per session; the missing ones in one batched model call."""
-    import cv2
-
-    from pneumo.render import overlay
+    from pneumo.render import fit_within, overlay
 
     cache = st.session_state.setdefault("_gallery", {})
     wanted = {(ev.model_path, name) for name in names}
@@ -133,10 +132,7 @@ def _thumbnails(ev, names: list[str], predictor) -> dict:
         if isinstance(result, Exception):
             cache[(ev.model_path, film.name)] = None
             continue
-        gray = result.image.pixels
-        width = min(320, gray.shape[1])  # thumbnails: small in memory and on the wire
-        small = cv2.resize(gray, (width, max(1, round(width * gray.shape[0] / gray.shape[1]))),
-                           interpolation=cv2.INTER_AREA)
+        small = fit_within(result.image.pixels, THUMBNAIL_SIDE)
         picture = overlay(small, result.heatmap, 0.4) if result.heatmap is not None else small
         cache[(ev.model_path, film.name)] = (picture, "heat_off_lungs" in result.review_codes)
     return {name: cache.get((ev.model_path, name)) for name in names}

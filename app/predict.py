@@ -6,10 +6,8 @@ reads "Not assessed", and the score, gauge and heatmap stay hidden unless the us
 
 import datetime as dt
 import hashlib
-import importlib.util
 import logging
 
-import cv2
 import numpy as np
 import streamlit as st
 
@@ -17,6 +15,8 @@ from app import charts, samples, state
 from pneumo import verdict
 from pneumo.errors import PneumoError
 from pneumo.heatcheck import colour_scale
+from pneumo.predict import installed
+from pneumo.render import fit_within
 
 CAMS = {"Grad-CAM": "gradcam", "Grad-CAM++": "gradcam++", "Score-CAM": "scorecam"}
 KERAS_ONLY = ("Grad-CAM++", "Score-CAM")  # tf-keras-vis on the Keras model: need TensorFlow
@@ -30,18 +30,11 @@ PUBLIC_ONLY_GRADCAM = (
     "both cores for seconds a film. A workstation (`PNEUMO_SERVING=workstation`) offers them.")
 
 
-def _tensorflow_installed() -> bool:
-    try:
-        return importlib.util.find_spec("tensorflow") is not None
-    except ImportError:
-        return False
-
-
 def available_cams() -> dict[str, str]:
     """The heatmap methods this server offers: Grad-CAM always (numpy under LiteRT); the
     tf-keras-vis methods only on a workstation with TensorFlow (on a public server they would
     load TensorFlow into the process every visitor shares)."""
-    if _tensorflow_installed() and state.serving_mode() == "workstation":
+    if installed("tensorflow") and state.serving_mode() == "workstation":
         return CAMS
     return {k: v for k, v in CAMS.items() if k not in KERAS_ONLY}
 DISPLAY_SIDE = 1024  # images are shown (and put in reports) at most this large
@@ -49,12 +42,8 @@ HEATMAP_CAPTION = ("Colours show what drove the score (red = most), not where di
 
 
 def shrink(arr: np.ndarray) -> np.ndarray:
-    """Downscale an image so its longer side is at most DISPLAY_SIDE (for the browser)."""
-    scale = DISPLAY_SIDE / max(arr.shape[:2])
-    if scale >= 1:
-        return arr
-    size = (max(1, round(arr.shape[1] * scale)), max(1, round(arr.shape[0] * scale)))
-    return cv2.resize(arr, size, interpolation=cv2.INTER_AREA)
+    """An image at most DISPLAY_SIDE on its longer side (for the browser)."""
+    return fit_within(arr, DISPLAY_SIDE)
 
 
 def _probability_metric(result, label: str = "Pneumonia probability",
@@ -118,7 +107,7 @@ def _heatmap_controls(cam: str, opacity: float) -> tuple[str, float]:
                       horizontal=True, key="cam_method",
                       help="Grad-CAM is fastest; Score-CAM is slower but less noisy.")
     if len(methods) < len(CAMS):
-        c1.caption(PUBLIC_ONLY_GRADCAM if _tensorflow_installed() else NO_TENSORFLOW)
+        c1.caption(PUBLIC_ONLY_GRADCAM if installed("tensorflow") else NO_TENSORFLOW)
     opacity = c2.slider("Heatmap opacity", 0.0, 1.0, opacity, 0.05, key="cam_opacity")
     return method, opacity
 

@@ -98,7 +98,7 @@ def serves_unchanged(manifest: dict[str, Any], adapt: str) -> bool:
     Such a fit runs on the file's own outputs, without TensorFlow."""
     from .predict import served_runtime
 
-    return adapt == "none" and served_runtime(manifest, installed=True) == "litert"
+    return adapt == "none" and served_runtime(manifest) == "litert"
 
 
 def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Path,

@@ -130,7 +130,7 @@ def served_figures(manifest: dict[str, Any], metrics: dict[str, Any] | None = No
     from .predict import operating_point, served_runtime
 
     metrics = metrics or {}
-    point = point or operating_point(manifest, served_runtime(manifest, installed=True))
+    point = point or operating_point(manifest, served_runtime(manifest, litert_installed=True))
     source = manifest.get("calibrated_from") or {}
     info = {**(manifest.get("litert") or {}), **(metrics.get("litert") or {})}
     cv = info.get("cross_validated")
@@ -431,7 +431,7 @@ def model_card(manifest: dict[str, Any], metrics: dict[str, Any]) -> str:
     new films first."""
     from .predict import operating_point, served_runtime
 
-    point = operating_point(manifest, served_runtime(manifest, installed=True))
+    point = operating_point(manifest, served_runtime(manifest, litert_installed=True))
     test = metrics.get("test", {})
     counts = manifest.get("training_data", {}).get("counts", {})
     rows = "\n".join(

@@ -212,13 +212,11 @@ class Predictor:
         """
         with self._keras_lock:
             if self._explainer is None:
-                try:
-                    import tensorflow  # noqa: F401
-                except ImportError:
+                if not installed("tensorflow"):
                     raise PneumoError(
                         "Grad-CAM++ and Score-CAM need TensorFlow, which this installation does "
                         "not have (requirements-serve.txt is the light install); use Grad-CAM, "
-                        "or install requirements.txt") from None
+                        "or install requirements.txt")
                 from .explain import Explainer
 
                 model = _load_keras(self.directory / "model.keras", self.precision, self.manifest)
@@ -462,12 +460,21 @@ class OperatingPoint:
         return "LiteRT model" if self.runtime == "litert" else "Keras model"
 
 
+def installed(module: str) -> bool:
+    """Whether `module` can be imported here, without importing it (TensorFlow takes seconds):
+    the one check behind the light serving install's missing features."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def served_runtime(manifest: dict[str, Any], runtime: str = "auto",
-                   precision: str = "float32", installed: bool | None = None) -> str:
+                   precision: str = "float32", litert_installed: bool | None = None) -> str:
     """The runtime `Predictor.load(bundle, precision, runtime)` serves with, from the manifest
     alone (no model is loaded): "litert" when the bundle records a GAP -> dense LiteRT model,
     `runtime` is not "keras", `precision` is float32 and ai-edge-litert is installed (pass
-    `installed=True` for the bundle's intended runtime, e.g. in its model card); else "keras".
+    `litert_installed=True` for the bundle's intended runtime, e.g. in its model card); else "keras".
     A LiteRT file that is damaged or disagrees with its head.npz is only found at load time:
     `Predictor.operating_point` is then the one to show."""
     from .litert import HEAD_KIND
@@ -476,12 +483,8 @@ def served_runtime(manifest: dict[str, Any], runtime: str = "auto",
     if runtime == "keras" or not isinstance(info, dict) or info.get("head") != HEAD_KIND \
             or precision not in ("float32", "auto"):
         return "keras"
-    if installed is None:
-        try:
-            installed = importlib.util.find_spec("ai_edge_litert") is not None
-        except (ImportError, ValueError):
-            installed = False
-    return "litert" if installed else "keras"
+    litert_here = installed("ai_edge_litert") if litert_installed is None else litert_installed
+    return "litert" if litert_here else "keras"
 
 
 def operating_point(manifest: dict[str, Any], runtime: str | None = None,

@@ -36,6 +36,18 @@ def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr if arr.ndim == 3 else np.repeat(arr[:, :, None], 3, axis=2))
 
 
+def fit_within(image: np.ndarray, side: int) -> np.ndarray:
+    """`image` (H, W[, C]) shrunk so its longer side is at most `side` (area interpolation,
+    aspect kept); unchanged when it already fits. The one display resize: the Predict and
+    Batch pages, the Evaluate gallery's thumbnails and the report."""
+    arr = np.asarray(image)
+    scale = side / max(arr.shape[:2])
+    if scale >= 1:
+        return arr
+    size = (max(1, round(arr.shape[1] * scale)), max(1, round(arr.shape[0] * scale)))
+    return cv2.resize(arr, size, interpolation=cv2.INTER_AREA)
+
+
 def overlay(gray01: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4,
             colormap: str = "jet") -> np.ndarray:
     """Blend a colour-mapped heatmap over a grayscale film -> uint8 RGB (H, W, 3).

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .heatcheck import colour_scale
-from .render import to_rgb_uint8
+from .render import fit_within, to_rgb_uint8
 from .verdict import format_probability
 
 DISCLAIMER = (
@@ -63,9 +63,7 @@ def bundle_hash(directory) -> str:
 
 
 def _pil(image: np.ndarray, max_side: int = MAX_SIDE) -> Image.Image:
-    img = Image.fromarray(to_rgb_uint8(image), "RGB")
-    img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return img
+    return Image.fromarray(fit_within(to_rgb_uint8(image), max_side), "RGB")
 
 
 def _jpeg(img: Image.Image) -> io.BytesIO:

@@ -11,7 +11,6 @@ LiteRT-served bundle needs none in the job either (`pneumo.calibrate.serves_unch
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import re
@@ -35,11 +34,9 @@ def fit_choices(manifest: dict[str, Any]) -> list[str]:
     runs on the served LiteRT file without TensorFlow; refitting the head, or any fit of a
     Keras-served bundle, needs TensorFlow in the job's process."""
     from .calibrate import serves_unchanged
+    from .predict import installed
 
-    try:
-        keras_ok = importlib.util.find_spec("tensorflow") is not None
-    except (ImportError, ValueError):
-        keras_ok = False
+    keras_ok = installed("tensorflow")
     choices = ["none"] if keras_ok or serves_unchanged(manifest, "none") else []
     return choices + (["head"] if keras_ok else [])
 

@@ -131,8 +131,8 @@ def test_the_operating_point_is_the_served_models(predictor, tiny_bundle):
     stale = {**own, "threshold": min(1.0, t + 0.1)}  # the float threshold moved by hand
     assert operating_point(stale, "litert").threshold == stale["threshold"]
     assert served_runtime(own, "keras") == "keras"
-    assert served_runtime(own, installed=True) == "litert"
-    assert served_runtime({**own, "litert": {**served, "head": "mlp"}}, installed=True) == "keras"
+    assert served_runtime(own, litert_installed=True) == "litert"
+    assert served_runtime({**own, "litert": {**served, "head": "mlp"}}, litert_installed=True) == "keras"
     assert predictor.operating_point == operating_point(manifest, predictor.runtime)
     assert predictor.threshold == predictor.operating_point.threshold
 
