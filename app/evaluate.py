@@ -215,13 +215,16 @@ def _calibrate_offer(ev, bundle) -> None:
                                  key="cal_target", disabled=policy != "sensitivity")
         default = f"{bundle.path.name}-cal-{dt.datetime.now().strftime('%Y%m%d-%H%M')}"
         name = st.text_input("New bundle name", default, key="cal_name")
-        if st.button("Fit the new bundle", key="cal_go"):
-            _calibrate(ev, bundle, name, policy, target, adapt, public)
-        fitted = st.session_state.get("fitted_bundle")
-        if fitted and public:
-            st.download_button(f"Download {fitted['name']} (ZIP)", fitted["zip"],
-                               file_name=f"{fitted['name']}.zip", mime="application/zip",
-                               key="cal_download", icon=":material/download:")
+        go = st.button("Fit the new bundle", key="cal_go")
+    # The progress and the outcome below the expander, not in it: a rerun may fold it up, and
+    # the visitor must see how the fit ended.
+    if go:
+        _calibrate(ev, bundle, name, policy, target, adapt, public)
+    fitted = st.session_state.get("fitted_bundle")
+    if fitted and public:
+        st.download_button(f"Download {fitted['name']} (ZIP)", fitted["zip"],
+                           file_name=f"{fitted['name']}.zip", mime="application/zip",
+                           key="cal_download", icon=":material/download:")
 
 
 def _recent_jobs() -> list[float]:

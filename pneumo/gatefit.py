@@ -80,12 +80,13 @@ def refit_gate(model_dir: str | Path, adult_data: str | Path | None = None,
 
 
 def cross_source_adult_rates(model_dir: str | Path, adult_root: str | Path,
-                             n_train: int = 1200, n_val: int = 400) -> dict[str, float]:
+                             n_train: int = 1200, n_val: int = 400) -> dict[str, dict[str, int]]:
     """The adult detector fitted on one source of `adult_root` (manifest.csv, column `source`)
     and measured on each other source: the honest figure for a gate that learns from adults.
 
     Children: a random `n_train` of the bundle's training films; cut-offs on `n_val` of its
-    validation films, as the trainer sets them. Returns {"fit A -> test B": flag rate}.
+    validation films, as the trainer sets them. Returns {"fitted on A, tested on B":
+    {"images": n, "flagged": k}} (the form of metrics.json's `gate_adult_cross_source`).
     """
     from .inference import pooled_outputs
     from .model import gate_layer, load_bundle_model
@@ -105,5 +106,7 @@ def cross_source_adult_rates(model_dir: str | Path, adult_root: str | Path,
         gate = PopulationGate.fit(layer, pooled["train"], pooled["val"], adults)
         for test_on, others in by_source.items():
             if test_on != fit_on:
-                rates[f"fit {fit_on} -> test {test_on}"] = gate.flag_rate(others)
+                rates[f"fitted on {fit_on}, tested on {test_on}"] = {
+                    "images": len(others),
+                    "flagged": sum(bool(f) for f in gate.feature_flags(others))}
     return rates

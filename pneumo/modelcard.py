@@ -232,25 +232,35 @@ that never saw its patient, at that fit's threshold. 95% CIs from bootstrap resa
 
 
 def gate_catch_rows(metrics: dict[str, Any]) -> list[str]:
-    """Table rows of the gate's catch rate on out-of-population sets, from metrics.json's
-    `gate_catch_rate` ({set: {"images": n, "flagged": k}} or {set: rate}), as
-    `scripts/gate_report.py --write-metrics` stores it."""
+    """Table rows of the gate's flag rate per set, from metrics.json's `gate_catch_rate`
+    ({set: {"images": n, "flagged": k}} or {set: rate}), as `scripts/gate_report.py
+    --write-metrics` stores it: "in:" sets should pass (their rate is false alarms), "out:"
+    sets should be caught. Adult sets the adult detector was fitted on say so, and the
+    detector's cross-source rates (`gate_adult_cross_source`) follow: the honest figure."""
     rates = metrics.get("gate_catch_rate") or (metrics.get("gate") or {}).get("catch_rate") or {}
+    cross = metrics.get("gate_adult_cross_source") or {}
     rows = []
     for name, value in rates.items():
+        shown = name + (" - films the adult detector was fitted on" if cross and "adult" in name
+                        else "")
         if isinstance(value, dict) and value.get("images"):
             flagged = value.get("flagged", 0)
-            rows.append(f"| {name} | {flagged} / {value['images']} | "
+            rows.append(f"| {shown} | {flagged} / {value['images']} | "
                         f"{100 * flagged / value['images']:.1f}% |")
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            rows.append(f"| {name} | | {100 * float(value):.1f}% |")
+            rows.append(f"| {shown} | | {100 * float(value):.1f}% |")
+    for name, value in cross.items():
+        if isinstance(value, dict) and value.get("images"):
+            rows.append(f"| out: adult films, detector {name} | {value.get('flagged', 0)} / "
+                        f"{value['images']} | "
+                        f"{100 * value.get('flagged', 0) / value['images']:.1f}% |")
     return rows
 
 
 def gate_catch_table(metrics: dict[str, Any]) -> str:
-    """The catch-rate rows as a Markdown table, or "" when the bundle has not measured them."""
+    """The flag-rate rows as a Markdown table, or "" when the bundle has not measured them."""
     rows = gate_catch_rows(metrics)
-    return ("| set (outside the population) | flagged | catch rate |\n|---|---|---|\n"
+    return ("| set (in: should pass, out: should be refused) | flagged | rate |\n|---|---|---|\n"
             + "\n".join(rows)) if rows else ""
 
 
@@ -259,8 +269,10 @@ def _gate_section(manifest: dict[str, Any], metrics: dict[str, Any]) -> str:
     table = gate_catch_table(metrics) or (
         "Catch rates on out-of-population sets: not measured for this bundle "
         "(`python scripts/gate_report.py --model BUNDLE --write-metrics` measures them).")
-    flag_rate = metrics.get("gate_flag_rate") or {}
-    false_alarms = ("In-population films it flags (false alarms): " + ", ".join(
+    # The trainer's own false-alarm figures (pooled features, before any site refit) only
+    # where the served gate's table above was not measured: one figure per set.
+    flag_rate = {} if gate_catch_rows(metrics) else (metrics.get("gate_flag_rate") or {})
+    false_alarms = ("In-population films it flags (false alarms, at training): " + ", ".join(
         f"{100 * float(v):.1f}% of {k}" for k, v in flag_rate.items()) + ".\n\n"
         if flag_rate else "")
     if not gate:

@@ -165,6 +165,7 @@ async def fit_session(browser, url: str, archive: Path) -> dict:
         await page.get_by_test_id("stMetric").filter(has_text="ROC AUC").first.wait_for()
         report["evaluate_s"] = round(time.perf_counter() - started, 1)
         await page.get_by_text("Fit a threshold to these films (a new bundle)").click()
+        await page.get_by_role("button", name="Fit the new bundle").wait_for()
         started = time.perf_counter()
         await page.get_by_role("button", name="Fit the new bundle").click()
         done = page.get_by_text("fitted in").or_(page.get_by_text("Calibration failed"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -185,7 +186,7 @@ def test_metric_pages_render_in_browser(server, page, tmp_path):
 
 # ----------------------------------------------------------------------------- own films, compare
 
-N_PER_CLASS = 20  # real films of new patients per class (shared calibration/ folder)
+N_PER_CLASS = 30  # real films of new patients per class (shared calibration/ folder; a fit needs 30)
 
 
 @pytest.fixture(scope="module")
@@ -295,6 +296,19 @@ def test_own_films_and_compare_in_browser(two_model_page, two_models, real_films
         tab.wait_for_function("(el) => el.complete && el.naturalWidth > 0",
                               arg=thumb.element_handle())
     tab.screenshot(path=str(tmp_path / "evaluate.png"), full_page=True)
+
+    # "Fit a threshold" on these films (public mode, the default): the outcome is on screen
+    # when the job ends - not folded away inside the expander by the rerun - with the
+    # download, and the models folder is unchanged.
+    listing = sorted(p.name for p in (two_models / "default").iterdir())
+    tab.get_by_text("Fit a threshold to these films (a new bundle)").click()
+    tab.get_by_role("button", name="Fit the new bundle").click()
+    outcome = tab.get_by_text("fitted in").or_(tab.get_by_text("Calibration failed"))
+    outcome.first.wait_for(timeout=300_000)  # visible, or this times out
+    assert tab.get_by_text("fitted in").first.is_visible(), outcome.first.inner_text()
+    tab.get_by_role("button", name=re.compile(r"^Download .+ \(ZIP\)$")).first.wait_for()
+    assert sorted(p.name for p in (two_models / "default").iterdir()) == listing
+    assert sorted(p.name for p in two_models.iterdir()) == ["default", "tiny"]
 
     cli = _cli_json("evaluate", "--model", two_models / "default", "--data", folder,
                     "--bootstrap", "200")
