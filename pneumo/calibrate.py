@@ -307,7 +307,6 @@ def _rescore_internal_splits(parent: Path, out: Path, forward, fit: SiteFit, siz
 
     from .bundle import relative_to_bundle, resolve_in_bundle
     from .metrics import reliability_curve
-    from .preprocess import load_images
 
     found: dict[str, Any] = {}
     for split, name in (("test", "predictions.csv"), ("val", "val_predictions.csv")):
@@ -318,7 +317,7 @@ def _rescore_internal_splits(parent: Path, out: Path, forward, fit: SiteFit, siz
         if not all(p.is_file() for p in paths):
             return {"internal_splits": "scores of the parent model: its split films are not "
                     "on the machine that calibrated it"}
-        features, logits = forward.outputs(load_images([str(p) for p in paths], size))
+        features, logits = _outputs_of_files(forward, [str(p) for p in paths], size)
         table["path"] = [relative_to_bundle(out, p) for p in paths]
         table["logit"] = fit.logits(features, logits)
         table["probability"] = fit.probabilities(features, logits)
@@ -330,3 +329,14 @@ def _rescore_internal_splits(parent: Path, out: Path, forward, fit: SiteFit, siz
                 out / "reliability.csv", index=False)
     found["internal_splits"] = "rescored with the calibrated model"
     return found
+
+
+def _outputs_of_files(forward, paths: list[str], size: int, chunk: int = 128
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(features, logits) of many films, decoded `chunk` at a time: the internal splits'
+    1,560 films at 224 px would be 235 MB of pixels held at once."""
+    from .preprocess import load_images
+
+    parts = [forward.outputs(load_images(paths[i:i + chunk], size))
+             for i in range(0, len(paths), chunk)]
+    return np.concatenate([f for f, _ in parts]), np.concatenate([lg for _, lg in parts])

@@ -11,7 +11,6 @@ LiteRT-served bundle needs none in the job either (`pneumo.calibrate.serves_unch
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import shutil
@@ -123,10 +122,17 @@ def job_error(stderr: str) -> str:
 
 
 def zip_folder(folder: Path) -> bytes:
-    """A folder as an uncompressed ZIP (the model files do not compress), rooted at its name."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                archive.write(path, f"{folder.name}/{path.relative_to(folder).as_posix()}")
-    return buffer.getvalue()
+    """A folder as an uncompressed ZIP (the model files do not compress), rooted at its name.
+
+    Written to a file beside the folder and read back once: an in-memory buffer would hold the
+    archive twice (the buffer and its copy as bytes), 250 MB for a 125 MB bundle in the server.
+    """
+    target = folder.parent / f"{folder.name}.zip"
+    try:
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as archive:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    archive.write(path, f"{folder.name}/{path.relative_to(folder).as_posix()}")
+        return target.read_bytes()
+    finally:
+        target.unlink(missing_ok=True)
