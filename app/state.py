@@ -27,6 +27,7 @@ import streamlit as st
 
 from pneumo.bundle import MANIFEST, read_manifest
 from pneumo.errors import BundleError, DataError
+from pneumo.modelcard import internal_split_scorer
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLE_KEY = "bundle_dir"
@@ -183,14 +184,9 @@ def load_bundle(path: Path) -> Bundle:
     """Verify and return the bundle at `path`. Raises BundleError."""
     stamp = _stamp(path)
     manifest = _verified_manifest(str(path), stamp)
-    threshold = manifest.get("threshold")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
-            or not 0.0 <= threshold <= 1.0:
-        raise BundleError(f"{path}: manifest.json has an invalid threshold ({threshold!r}); "
-                          "retrain or re-download the model")
     from pneumo.predict import check_numbers
 
-    check_numbers(path, manifest)  # the served (LiteRT) threshold and temperature too
+    check_numbers(path, manifest)  # threshold, temperature, size; the served LiteRT point too
     return Bundle(path, manifest, stamp)
 
 
@@ -297,14 +293,10 @@ def internal_view(bundle: Bundle) -> DataView:
     # model's (the one the LiteRT file was exported from): say so.
     float_form = (" in its float Keras form (the served LiteRT model's own scores on these "
                   "films are not recorded)" if bundle.point.litert_own else "")
-    if bundle.manifest.get("calibrated_from"):
-        rescored = bundle.metrics().get("internal_splits") == "rescored with the calibrated model"
-        # `pneumo calibrate` rescores the parent's split when its films are at hand; else the
-        # bundle carries the parent's scores: say which.
-        caption += (f" — scored by this site-calibrated model{float_form} (its head and "
-                    "threshold were fitted on other films)" if rescored else
-                    " — :orange[scored by the parent model before site calibration; evaluate "
-                    "films on the Evaluate page for this bundle's own figures]")
+    scorer = internal_split_scorer(bundle.manifest, bundle.metrics())
+    if scorer is not None:
+        rescored, words = scorer
+        caption += f" — {words}{float_form}" if rescored else f" — :orange[{words}]"
     elif float_form:
         caption += f" — scored by this model{float_form}"
     return DataView(y, p, f"held-out test split of {bundle.name}", caption)

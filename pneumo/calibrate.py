@@ -307,6 +307,7 @@ def _rescore_internal_splits(parent: Path, out: Path, forward, fit: SiteFit, siz
 
     from .bundle import relative_to_bundle, resolve_in_bundle
     from .metrics import reliability_curve
+    from .modelcard import RESCORED_SPLITS
 
     found: dict[str, Any] = {}
     for split, name in (("test", "predictions.csv"), ("val", "val_predictions.csv")):
@@ -327,7 +328,7 @@ def _rescore_internal_splits(parent: Path, out: Path, forward, fit: SiteFit, siz
         if split == "test":
             reliability_curve(table["label"], table["probability"]).to_csv(
                 out / "reliability.csv", index=False)
-    found["internal_splits"] = "rescored with the calibrated model"
+    found["internal_splits"] = RESCORED_SPLITS
     return found
 
 

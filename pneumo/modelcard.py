@@ -186,6 +186,26 @@ def fitted_parts(adapt: str | None) -> str:
             else "the last layer, temperature and threshold")
 
 
+# What `pneumo calibrate` records in metrics.json's `internal_splits` when it rescored the
+# parent's internal splits with the calibrated model (else it says why not).
+RESCORED_SPLITS = "rescored with the calibrated model"
+
+
+def internal_split_scorer(manifest: dict[str, Any], metrics: dict[str, Any]
+                          ) -> tuple[bool, str] | None:
+    """(scored by this model?, who scored it in words) for a calibrated bundle's internal
+    test split; None for a bundle that was not calibrated (the trainer scored it with this
+    model)."""
+    site = manifest.get("calibrated_from")
+    if not site:
+        return None
+    if metrics.get("internal_splits") == RESCORED_SPLITS:
+        return True, (f"scored by this site-calibrated model ({fitted_parts(site.get('adapt'))} "
+                      "were fitted on other films)")
+    return False, ("scored by the parent model before site calibration; evaluate films on the "
+                   "Evaluate page for this bundle's own figures")
+
+
 def _ci(metrics: dict[str, Any], key: str, percent: bool = True) -> str:
     lo, hi = (metrics.get(f"{key}_ci") or [None, None])
     if lo is None or hi is None:

@@ -1184,7 +1184,7 @@ def test_manifest_with_bad_threshold_shows_error(serve, tmp_path):
     at = serve(bundle).run()
     at.switch_page("app/curves.py").run()
     assert not at.exception
-    assert any("invalid threshold" in e.value for e in at.error)
+    assert any("invalid 'threshold'" in e.value for e in at.error)
 
 
 def test_site_calibrated_bundle_is_labelled(serve, tmp_path):

@@ -206,8 +206,8 @@ def test_a_quantised_served_model_gets_its_own_cross_validated_figures(tiny_bund
 
 def test_a_threshold_only_fit_runs_on_the_served_file_without_tensorflow(tiny_bundle,
                                                                         site_folder, tmp_path):
-    """`--adapt none` on a LiteRT-served bundle (the dashboard's default fit): a fresh process
-    never imports TensorFlow; the network files are the parent's byte for byte; the bundle and
+    """`--adapt none` on a LiteRT-served bundle (the dashboard's default fit): it runs where
+    only requirements-serve.txt is installed (the Docker image) and never imports TensorFlow; the network files are the parent's byte for byte; the bundle and
     its served file share the one fitted point; and the film tables of a bundle written at
     another depth still name the parent's films."""
     import pandas as pd
@@ -218,8 +218,11 @@ def test_a_threshold_only_fit_runs_on_the_served_file_without_tensorflow(tiny_bu
 
     parent = read_manifest(tiny_bundle, verify=True)
     assert serves_unchanged(parent, "none") and not serves_unchanged(parent, "head")
+    from test_litert import block_heavy_script
+
     out = tmp_path / "deeper" / "than" / "the" / "parent" / "fitted"
-    code = ("import json, sys; from pneumo.calibrate import calibrate_bundle; "
+    # The light install's process: TensorFlow, Keras and the training-only packages blocked.
+    code = block_heavy_script() + ("import json, sys; from pneumo.calibrate import calibrate_bundle; "
             f"s = calibrate_bundle({str(tiny_bundle)!r}, {str(site_folder)!r}, {str(out)!r}, "
             "adapt='none', bootstrap=50); "
             "print(json.dumps([s['threshold'], 'tensorflow' in sys.modules]))")
