@@ -112,7 +112,7 @@ def _problems(ev) -> None:
 def _thumbnails(ev, names: list[str], predictor) -> dict:
     """{film name: (small film with its Grad-CAM overlay, heat off the lungs?) or None if it
     cannot be re-read}, cached per session; the missing ones in one batched model call."""
-    from pneumo.render import fit_within, overlay
+    from pneumo.render import thumbnail
 
     cache = st.session_state.setdefault("_gallery", {})
     wanted = {(ev.model_path, name) for name in names}
@@ -132,8 +132,7 @@ def _thumbnails(ev, names: list[str], predictor) -> dict:
         if isinstance(result, Exception):
             cache[(ev.model_path, film.name)] = None
             continue
-        small = fit_within(result.image.pixels, THUMBNAIL_SIDE)
-        picture = overlay(small, result.heatmap, 0.4) if result.heatmap is not None else small
+        picture = thumbnail(result.image.pixels, result.heatmap, THUMBNAIL_SIDE)
         cache[(ev.model_path, film.name)] = (picture, "heat_off_lungs" in result.review_codes)
     return {name: cache.get((ev.model_path, name)) for name in names}
 

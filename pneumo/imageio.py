@@ -3,9 +3,6 @@
 Training and serving both start here, so an upload and a training image become the same kind
 of array: float32, shape (H, W), values in [0, 1], 0 = black. Anything that is not a readable
 image raises `ImageError` with a message a user can act on.
-
-One piece (over 300 lines): every format ends in the same normalisation and the same errors;
-DICOM is most of the length (windowing, bit depth, photometric interpretation).
 """
 
 from __future__ import annotations

@@ -15,10 +15,6 @@ give the spread that feeds `uncertainty` and `needs_review`; only the first view
 The served model is the model: `served_runtime` says which runtime a bundle is served with and
 `operating_point` at which threshold and temperature - the one rule the Predictor applies and
 every page, report and card shows (no caller reads the manifest's float threshold itself).
-
-One module (about 450 lines) because loading and answering are one contract: which runtime
-serves, at which operating point, with which gate, and how a result is built from one forward
-pass; the runtimes themselves live in `explain` and `litert`, the gate in `population`.
 """
 
 from __future__ import annotations

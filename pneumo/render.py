@@ -84,6 +84,14 @@ def overlay(gray01: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4,
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
+def thumbnail(gray01: np.ndarray, heatmap: np.ndarray | None, side: int,
+              opacity: float = 0.4) -> np.ndarray:
+    """A small RGB picture of a film (longer side at most `side`) with its heatmap over it,
+    or the film alone when there is none: the Evaluate page's error gallery."""
+    small = fit_within(gray01, side)
+    return overlay(small, heatmap, opacity) if heatmap is not None else to_rgb_uint8(small)
+
+
 def save_heatmap_png(path, gray01: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4,
                      colormap: str = "jet") -> Path:
     """Write `overlay(gray01, heatmap, opacity)` as a PNG; returns the path written."""

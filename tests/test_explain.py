@@ -217,3 +217,23 @@ def test_mixed_precision_model_compiled_only():
     assert heat.shape == (30, 40) and np.isfinite(heat).all()
     with pytest.raises(ConfigError, match="float32"):
         explainer.explain(x, "gradcam++")
+
+
+def test_display_pictures_keep_the_aspect_and_the_heat_where_it_was():
+    """`render.fit_within` (the one display resize) and `render.thumbnail`: the longer side
+    bounded, the aspect kept, a small image left alone, and the heatmap's hot corner still
+    the picture's reddest corner after the shrink."""
+    from pneumo.render import fit_within, thumbnail
+
+    film = np.linspace(0, 1, 900 * 600, dtype=np.float32).reshape(900, 600)
+    assert fit_within(film, 300).shape == (300, 200)
+    assert fit_within(film, 1000).shape == film.shape
+    heat = np.zeros((7, 7), np.float32)
+    heat[0, 0] = 1.0  # top left hot
+    picture = thumbnail(film, heat, 300)
+    assert picture.shape == (300, 200, 3) and picture.dtype == np.uint8
+    red_minus_blue = picture[..., 0].astype(int) - picture[..., 2].astype(int)
+    assert red_minus_blue[:40, :40].mean() > red_minus_blue[-40:, -40:].mean() + 50
+    alone = thumbnail(film, None, 300)
+    assert alone.shape == (300, 200, 3)
+    assert np.ptp(alone.astype(int) - alone[..., :1].astype(int)) == 0  # gray: R = G = B

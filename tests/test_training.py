@@ -230,3 +230,44 @@ def test_training_learns_what_the_labels_say(tmp_path, cache_views):
 
     assert auc_after_training_on(data, "true") >= 0.9
     assert auc_after_training_on(swapped, "swapped") <= 0.2
+
+
+def test_cached_and_streaming_paths_take_the_same_first_step():
+    """One optimiser step on one batch, from the same weights: the layers above the cache
+    boundary trained on cached boundary features (`train.cache_views` > 0) and the whole network
+    with the layers below frozen (the streaming path) end at the same weights. A cache read
+    from the wrong tensor, or a frozen layer that still learns, makes them differ."""
+    import keras
+
+    from conftest import SMOKE_CONFIG
+    from pneumo.config import load_config
+    from pneumo.model import build_model, set_trainable
+    from pneumo.training.cache import cache_boundary
+    from pneumo.training.run import compile_for_stage
+
+    cfg = load_config(SMOKE_CONFIG, {"model.dropout": 0.0})  # no random mask in either step
+    keras.utils.set_random_seed(0)
+    full = build_model(cfg.model, cfg.data.image_size, "float32")
+    stage = cfg.train.stages[-1]  # unfreezes from conv5_block1
+    set_trainable(full, stage.unfreeze_from)
+    boundary = cache_boundary(full, cfg.train.stages)
+    bottom, top = keras.Model(full.input, boundary), keras.Model(boundary, full.output)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (8, cfg.data.image_size, cfg.data.image_size, 3)).astype(np.float32)
+    y = (np.arange(8) % 2).astype(np.float32)
+    start = [w.copy() for w in full.get_weights()]
+
+    def one_step(model, inputs):
+        full.set_weights(start)
+        compile_for_stage(model, stage, 0.0)
+        model.train_on_batch(inputs, y)
+        return [w.copy() for w in full.get_weights()]
+
+    cached = one_step(top, bottom.predict(x, verbose=0))
+    streamed = one_step(full, x)
+    moved = [not np.allclose(a, b) for a, b in zip(start, cached)]
+    assert 0 < sum(moved) < len(moved)  # the step trained the top and left the bottom alone
+    for a, b in zip(cached, streamed):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    frozen = [w for w, m in zip(start, moved) if not m]
+    assert frozen, "some weights below the boundary stay frozen"
