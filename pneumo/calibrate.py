@@ -55,7 +55,16 @@ LITERT_FILES = (TFLITE_FILE, HEAD_FILE)
 class _KerasForward:
     """The float Keras model's outputs on preprocessed films (needs TensorFlow)."""
 
-    def __init__(self, model_dir: Path):
+    def __init__(self, model_dir: Path, adapt: str):
+        from .predict import installed
+
+        if not installed("tensorflow"):
+            raise DataError(
+                "this installation has no TensorFlow (the light serving install): it can fit "
+                "the threshold and temperature of a LiteRT-served bundle (--adapt none) only"
+                + ("; refitting the last layer (--adapt head) needs the full install "
+                   "(requirements.txt)" if adapt == "head" else
+                   "; this bundle is served by Keras, which needs the full install"))
         from .model import load_bundle_model
 
         self.model = load_bundle_model(model_dir)
@@ -135,7 +144,7 @@ def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Pat
     frame, images = read_site(data, int(manifest["image_size"]))
     unchanged = serves_unchanged(manifest, adapt)
     forward = (_ServedForward(model_dir, manifest["litert"]) if unchanged
-               else _KerasForward(model_dir))
+               else _KerasForward(model_dir, adapt))
     features, logits = forward.outputs(images)
     labels, groups = frame["label"].to_numpy(), frame["patient_id"].astype(str).to_numpy()
     kwargs = dict(adapt=adapt, policy=policy, target_sensitivity=target_sensitivity,

@@ -247,3 +247,20 @@ def test_a_threshold_only_fit_runs_on_the_served_file_without_tensorflow(tiny_bu
         assert [resolve_in_bundle(out, p) for p in mine] == \
             [resolve_in_bundle(tiny_bundle, p) for p in theirs]
         assert all(resolve_in_bundle(out, p).is_file() for p in mine)
+
+
+def test_the_light_install_refuses_a_head_refit_in_one_line(tiny_bundle, site_folder, tmp_path):
+    """Where only requirements-serve.txt is installed, `pneumo calibrate --adapt head` says
+    what it needs, in one line and without a traceback, and writes nothing."""
+    from test_litert import block_heavy_script
+
+    out = tmp_path / "refit"
+    code = block_heavy_script() + (
+        "import runpy, sys; sys.argv = ['pneumo', 'calibrate', '--model', "
+        f"{str(tiny_bundle)!r}, '--data', {str(site_folder)!r}, '--out', {str(out)!r}, "
+        "'--adapt', 'head']; runpy.run_module('pneumo', run_name='__main__')")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert "--adapt head) needs the full install" in run.stderr.strip().splitlines()[-1]
+    assert not out.exists()
