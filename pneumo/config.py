@@ -71,6 +71,10 @@ class StageConfig:
     # Layers from the first one whose name starts with this prefix are trainable; "" = head only,
     # "*" = everything. BatchNorm stays frozen (inference mode) whatever this says.
     unfreeze_from: str = ""
+    # Stochastic weight averaging (Izmailov et al. 2018): N > 0 ends the stage on the mean of the
+    # weights at the end of epochs N, N+1, ... instead of its best epoch by validation AUC. A
+    # flatter minimum than any one epoch's: what new sites reward (Cha et al. 2021, SWAD).
+    average_from: int = 0
 
 
 @dataclass

@@ -193,3 +193,62 @@ def test_backup_survives_a_kill_while_saving(tmp_path, monkeypatch):
     next_stage.set_model(resumed)
     next_stage.on_train_begin()
     assert not resumed._initial_epoch
+
+
+def test_weight_average_is_the_mean_of_its_epochs_and_survives_a_repeat(tmp_path):
+    import keras
+    import numpy as np
+
+    from pneumo.training import WeightAverage
+
+    net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    path = tmp_path / "average.weights.h5"
+    average = WeightAverage(net, path, start=2)
+    epoch_weights = {}
+    for epoch in range(4):  # 0-based: epochs 1..4, the mean takes 2, 3, 4
+        net.set_weights([np.full_like(w, 10.0 * (epoch + 1) + i)
+                         for i, w in enumerate(net.get_weights())])
+        epoch_weights[epoch + 1] = [w.copy() for w in net.get_weights()]
+        average.on_epoch_end(epoch)
+        # training goes on from the epoch's own weights
+        for got, want in zip(net.get_weights(), epoch_weights[epoch + 1]):
+            np.testing.assert_array_equal(got, want)
+        if epoch == 2:  # a resumed run redoes epoch 3 with other weights: not counted again
+            net.set_weights([w + 1000 for w in net.get_weights()])
+            WeightAverage(net, path, start=2).on_epoch_end(2)
+            net.set_weights(epoch_weights[3])
+    assert WeightAverage(net, path, start=2).epochs() == [2, 3, 4]
+    net.load_weights(path)
+    for i, got in enumerate(net.get_weights()):
+        np.testing.assert_allclose(got, np.mean([epoch_weights[e][i] for e in (2, 3, 4)], axis=0),
+                                   rtol=1e-6)
+
+
+def test_a_stage_that_averages_ends_on_the_average(synthetic_data, tmp_path, monkeypatch):
+    """Through the trainer: the bundle's network is the mean of the averaged epochs' weights,
+    not the best epoch's (nor the last)."""
+    import keras
+    import numpy as np
+
+    import pneumo.training.run as run
+    from pneumo.config import load_config
+
+    seen = {}
+
+    class Spy(run.WeightAverage):
+        def on_epoch_end(self, epoch, logs=None):
+            seen[epoch + 1] = [w.copy() for w in self.full_model.get_weights()]
+            super().on_epoch_end(epoch, logs)
+
+    monkeypatch.setattr(run, "WeightAverage", Spy)
+    cfg = load_config(SMOKE, {"train.cache_views": 2, "train.litert": "off"})
+    cfg.train.stages[1].epochs = 3
+    cfg.train.stages[1].average_from = 2
+    out = run.train(cfg, synthetic_data, tmp_path / "bundle")
+    stage = json.loads((out / "metrics.json").read_text())["timing"]["stages"][1]
+    assert stage["averaged_epochs"] == [2, 3]
+    shipped = keras.models.load_model(out / "model.keras", compile=False).get_weights()
+    mean = [(a + b) / 2 for a, b in zip(seen[2], seen[3])]
+    assert any(not np.allclose(a, b) for a, b in zip(seen[2], seen[3]))  # the epochs differ
+    for got, want in zip(shipped, mean):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

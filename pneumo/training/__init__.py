@@ -16,9 +16,9 @@ re-exported so `from pneumo.training import train` keeps working.
 """
 
 from .cache import CachedViews, build_cache, cache_boundary
-from .callbacks import AtomicBackup, BestWeights, EpochRecorder
+from .callbacks import AtomicBackup, BestWeights, EpochRecorder, WeightAverage
 from .run import WORK, compile_for_stage, make_strategy, prepare_split, run_stages, train
 
 __all__ = ["train", "prepare_split", "make_strategy", "compile_for_stage", "run_stages", "WORK",
-           "EpochRecorder", "BestWeights", "AtomicBackup", "CachedViews", "build_cache",
+           "EpochRecorder", "BestWeights", "WeightAverage", "AtomicBackup", "CachedViews", "build_cache",
            "cache_boundary"]

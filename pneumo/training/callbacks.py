@@ -1,4 +1,5 @@
-"""Keras callbacks that make a stage resumable: history rows, best weights, atomic backups.
+"""Keras callbacks that make a stage resumable: history rows, best weights, a weight average,
+atomic backups.
 
 A kill at any moment leaves files a resumed run can use: every file here is replaced
 atomically (`pneumo.fileio`), and the history never runs ahead of the backup.
@@ -16,7 +17,7 @@ import pandas as pd
 
 from ..fileio import atomic_path, atomic_write_json
 
-__all__ = ["EpochRecorder", "BestWeights", "AtomicBackup"]
+__all__ = ["EpochRecorder", "BestWeights", "WeightAverage", "AtomicBackup"]
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -88,6 +89,45 @@ class BestWeights(keras.callbacks.Callback):
         with atomic_path(self.path) as tmp:  # a kill mid-save leaves the previous best intact
             self.full_model.save_weights(tmp)
         atomic_write_json(self.state_path, {"best": self.best, "epoch": epoch + 1})
+
+
+class WeightAverage(keras.callbacks.Callback):
+    """Keep the running mean of the full model's weights at the end of epochs `start`, ...
+    (1-based) in `path`; survives a restart.
+
+    The epochs already in the mean are listed in a JSON file beside it, so an epoch a resumed
+    run repeats replaces nothing and is not counted twice. Only the trainable weights change
+    between epochs (BatchNorm statistics stay frozen), so the mean needs no BatchNorm pass.
+    """
+
+    def __init__(self, full_model: keras.Model, path: Path, start: int):
+        super().__init__()
+        if start < 1:
+            raise ValueError(f"average from epoch >= 1, received {start}")
+        self.full_model, self.path, self.start = full_model, Path(path), start
+        self.state_path = self.path.with_suffix(".json")
+
+    def epochs(self) -> list[int]:
+        """The epochs (1-based) in the mean on disk."""
+        if not (self.state_path.is_file() and self.path.is_file()):
+            return []
+        return list(json.loads(self.state_path.read_text())["epochs"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        number = epoch + 1
+        done = self.epochs()
+        if number < self.start or number in done:
+            return
+        own = self.full_model.get_weights()
+        if done:  # the mean on disk, moved by this epoch's weights
+            self.full_model.load_weights(self.path)
+            n = len(done)
+            self.full_model.set_weights(
+                [(m * n + w) / (n + 1) for m, w in zip(self.full_model.get_weights(), own)])
+        with atomic_path(self.path) as tmp:
+            self.full_model.save_weights(tmp)
+        atomic_write_json(self.state_path, {"epochs": done + [number]})
+        self.full_model.set_weights(own)  # training goes on from this epoch, not from the mean
 
 
 class AtomicBackup(keras.callbacks.BackupAndRestore):

@@ -25,7 +25,7 @@ from ..config import Config, StageConfig, save_config
 from ..datasets import class_weights, discover, limit_per_class, split_by_patient
 from ..errors import ConfigError, DataError
 from ..export import export_bundle
-from ..fileio import atomic_write_json
+from ..fileio import atomic_path, atomic_write_json
 from ..finalize import write_bundle
 from ..inference import features_and_logits, heads
 from ..model import build_model, choose_precision, set_trainable
@@ -33,7 +33,7 @@ from ..pipeline import eval_dataset, train_dataset
 from ..preprocess import frame_images
 from .attribution import penalised_top
 from .cache import CachedViews, build_cache, cache_boundary
-from .callbacks import AtomicBackup, BestWeights, EpochRecorder
+from .callbacks import AtomicBackup, BestWeights, EpochRecorder, WeightAverage
 
 WORK = "work"  # resumable state inside the output folder; deleted when the bundle is complete
 
@@ -101,6 +101,10 @@ def run_stages(cfg: Config, full: keras.Model, trained: keras.Model, train_data,
                 monitor="val_auc", mode="max", patience=cfg.train.early_stopping_patience),
             AtomicBackup(str(work / f"stage{index}_backup")),  # after EpochRecorder
         ]
+        average = (WeightAverage(full, work / f"stage{index}_average.weights.h5",
+                                 stage.average_from) if stage.average_from else None)
+        if average is not None:
+            callbacks.insert(2, average)  # before the backup, as the history
         start = time.perf_counter()
         trained.fit(train_data, validation_data=val_data, epochs=stage.epochs,
                     callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 2, **fit_kwargs)
@@ -113,10 +117,24 @@ def run_stages(cfg: Config, full: keras.Model, trained: keras.Model, train_data,
             ".json").is_file() else {"best": None, "epoch": None}
         summary = {"name": stage.name, "seconds": round(seconds, 1), "best_val_auc": best["best"],
                    "best_epoch": best["epoch"]}
+        if average is not None and average.epochs():
+            summary.update(_end_on_average(full, trained, val_data, average, best_path))
         state["done"].append(summary)
         atomic_write_json(state_path, state)
         summaries.append(summary)
     return summaries
+
+
+def _end_on_average(full: keras.Model, trained: keras.Model, val_data, average: WeightAverage,
+                    best_path: Path) -> dict[str, Any]:
+    """Make the weight average the stage's result (also for a resumed run, which restores
+    `best_path`); its validation AUC goes into the stage summary beside the best epoch's."""
+    full.load_weights(average.path)
+    with atomic_path(best_path) as tmp:
+        full.save_weights(tmp)
+    scores = trained.evaluate(val_data, verbose=0, return_dict=True)
+    log.info(f"stage ends on the mean of epochs {average.epochs()}: val AUC {scores['auc']:.4f}")
+    return {"averaged_epochs": average.epochs(), "averaged_val_auc": float(scores["auc"])}
 
 
 def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False) -> Path:
