@@ -153,23 +153,55 @@ def bench_serving(bundle: str | Path, image: bytes, runs: int = 20, batch: int =
             "targets": SERVING_TARGETS, "met": met}
 
 
-# ResNet-50 at 224 px: 4.1 GFLOP a view. The int8 limit of the 2-core AMD EPYC with
-# AVX512-VNNI these figures come from is about 3 ms a view (the developers' guide; ~13 ms in
-# fp32); it scales with the cores the process may use.
+# ResNet-50 at 224 px: 4.1 GFLOP a view. With VNNI (AVX512-VNNI or AVX-VNNI: one instruction
+# for four int8 products and their sum) the int8 limit of the 2-core AMD EPYC these targets come
+# from is about 3 ms a view (the developers' guide). Without it, int8 on AVX2 widens to 16 bits
+# and multiplies 8 pairs an instruction, the fp32 FMA's rate: the limit is the fp32 one,
+# 4.1 GFLOP / (cores x 2 FMA units x 8 lanes x 2 FLOP x clock), ~26 ms a view on 2 cores at
+# 2.45 GHz (measured there: dynamic-int8, full-integer int8 and float32 files all ~45 ms a view).
+RESNET50_GFLOP = 4.1
 INT8_LIMIT_MS_PER_VIEW_2_CORES = 3.0
+AVX2_FLOP_PER_CYCLE = 32
 SERVING_TARGETS = {"predict_vs_bare_forward": 1.15, "batch_vs_model_predict": 3.3,
                    "cold_start_vs_import_tensorflow": 0.35, "peak_rss_mb": 500}
 
 
-def int8_limit_ms_per_view(cores: int | None = None) -> float:
+def cpu_features() -> tuple[set[str], float | None]:
+    """The CPU flags and clock (MHz) of the first processor in /proc/cpuinfo (empty, None
+    where there is none)."""
+    flags: set[str] = set()
+    mhz = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "flags" and not flags:
+                flags = set(value.split())
+            elif key.strip() == "cpu MHz" and mhz is None:
+                mhz = float(value)
+    except (OSError, ValueError):
+        pass
+    return flags, mhz
+
+
+def int8_limit_ms_per_view(cores: int | None = None, flags: set[str] | None = None,
+                           mhz: float | None = None) -> float:
     """The chip's int8 limit for one 224-px ResNet-50 view on `cores` cores (default: all
-    this process may use)."""
+    this process may use), by whether the CPU (default: this one) has VNNI."""
     if cores is None:
         try:
             cores = len(os.sched_getaffinity(0))
         except AttributeError:  # macOS
             cores = os.cpu_count() or 2
-    return INT8_LIMIT_MS_PER_VIEW_2_CORES * 2 / max(1, cores)
+    if flags is None:
+        flags, mhz = cpu_features()
+    cores = max(1, cores)
+    if has_vnni(flags) or not mhz:
+        return INT8_LIMIT_MS_PER_VIEW_2_CORES * 2 / cores
+    return RESNET50_GFLOP * 1e9 / (cores * AVX2_FLOP_PER_CYCLE * mhz * 1e6) * 1000
+
+
+def has_vnni(flags: set[str]) -> bool:
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags)
 
 
 def _cam_of_first_view(backend, conv: np.ndarray | None) -> np.ndarray:
@@ -216,6 +248,8 @@ def serving_stages(predictor, image: bytes, runs: int = 20) -> dict[str, Any]:
         report[f"{name}_ms"] = round(statistics.median(_timed(fn, runs)), 2)
     per_view = report["invoke_ms"] / len(views)
     report["invoke_ms_per_view"] = round(per_view, 2)
+    flags, _ = cpu_features()
+    report["int8_instructions"] = "VNNI" if has_vnni(flags) else "no VNNI (int8 at the fp32 rate)"
     report["int8_limit_ms_per_view"] = round(int8_limit_ms_per_view(), 2)
     report["fraction_of_int8_limit"] = round(int8_limit_ms_per_view() / per_view, 3)
     return report
