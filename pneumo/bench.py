@@ -248,10 +248,11 @@ def serving_stages(predictor, image: bytes, runs: int = 20) -> dict[str, Any]:
         report[f"{name}_ms"] = round(statistics.median(_timed(fn, runs)), 2)
     per_view = report["invoke_ms"] / len(views)
     report["invoke_ms_per_view"] = round(per_view, 2)
-    flags, _ = cpu_features()
+    flags, mhz = cpu_features()
+    limit = int8_limit_ms_per_view(flags=flags, mhz=mhz)
     report["int8_instructions"] = "VNNI" if has_vnni(flags) else "no VNNI (int8 at the fp32 rate)"
-    report["int8_limit_ms_per_view"] = round(int8_limit_ms_per_view(), 2)
-    report["fraction_of_int8_limit"] = round(int8_limit_ms_per_view() / per_view, 3)
+    report["int8_limit_ms_per_view"] = round(limit, 2)
+    report["fraction_of_int8_limit"] = round(limit / per_view, 3)
     return report
 
 

@@ -20,5 +20,5 @@ from .callbacks import AtomicBackup, BestWeights, EpochRecorder, WeightAverage
 from .run import WORK, compile_for_stage, make_strategy, prepare_split, run_stages, train
 
 __all__ = ["train", "prepare_split", "make_strategy", "compile_for_stage", "run_stages", "WORK",
-           "EpochRecorder", "BestWeights", "WeightAverage", "AtomicBackup", "CachedViews", "build_cache",
-           "cache_boundary"]
+           "EpochRecorder", "BestWeights", "WeightAverage", "AtomicBackup", "CachedViews",
+           "build_cache", "cache_boundary"]

@@ -133,8 +133,9 @@ def _end_on_average(full: keras.Model, trained: keras.Model, val_data, average: 
     with atomic_path(best_path) as tmp:
         full.save_weights(tmp)
     scores = trained.evaluate(val_data, verbose=0, return_dict=True)
-    log.info(f"stage ends on the mean of epochs {average.epochs()}: val AUC {scores['auc']:.4f}")
-    return {"averaged_epochs": average.epochs(), "averaged_val_auc": float(scores["auc"])}
+    epochs = average.epochs()
+    log.info(f"stage ends on the mean of epochs {epochs}: val AUC {scores['auc']:.4f}")
+    return {"averaged_epochs": epochs, "averaged_val_auc": float(scores["auc"])}
 
 
 def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False) -> Path:
