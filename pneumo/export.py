@@ -35,6 +35,7 @@ AUC_TOLERANCE = 0.002
 RATE_TOLERANCE = 0.01
 DECISIONS_TOLERANCE = 0.01  # at one shared operating point: at most 1% of the calls differ
 FLOAT_OPS = ("REVERSE_V2", "SUB")  # int8 keeps the in-graph preprocessing in float
+GATE_FILE = "gate.npz"  # the bundle's out-of-population gate (pneumo.population)
 REPRESENTATIVE_FILMS = 100  # full-integer int8: training films the converter calibrates on
 
 
@@ -271,13 +272,44 @@ def export_litert(bundle: str | Path, quantize: str = "dynamic", check: bool = T
                                 # later change to it makes this one stale (see predict).
                                 "float_threshold": float(manifest["threshold"]),
                                 "float_temperature": float(manifest.get("temperature", 1.0))}
+        served_gate: dict[str, np.ndarray] = {}
         if check:
-            info.update(_check_parity(bundle, manifest, model, served, size, reference))
+            info.update(_check_parity(bundle, manifest, model, served, size, reference,
+                                      served_gate))
+        gate = _gate_on_served_features(bundle, served_gate, quantize)
         for name in (TFLITE_FILE, HEAD_FILE):
             atomic_write_bytes(bundle / name, (work / name).read_bytes())
     record_litert(bundle, manifest, info)
-    refresh_hashes(bundle, litert=info)
+    changes: dict[str, Any] = {"litert": info}
+    if gate is not None:
+        gate.save(bundle / GATE_FILE)
+        changes["gate"] = {"file": GATE_FILE, **gate.describe()}
+    refresh_hashes(bundle, **changes)
     return info
+
+
+def _gate_on_served_features(bundle: Path, served_gate: dict[str, np.ndarray], quantize: str):
+    """The bundle's gate with its cut-offs raised (never lowered) to the percentile of the
+    served file's own gate features on the parity films, or None when there is nothing to do.
+
+    The gate reads the served file's conv4 output, while its cut-offs were set on the float
+    model's. Full-integer int8 quantises that output: measured on the shipped bundle, it
+    refused 11 of 783 validation films against 5 at the float cut-offs. The films are the ones
+    the cut-offs were first set on (the validation split, and a calibrated bundle's site films).
+    """
+    from .errors import BundleError
+    from .population import PopulationGate
+
+    path = bundle / GATE_FILE
+    if not served_gate or quantize == "none" or not path.is_file():
+        return None  # a float32 file's features are the float model's
+    try:
+        gate = PopulationGate.load(path)
+    except BundleError:
+        return None  # an older bundle's distance-only gate: refit-gate gives it the current one
+    for name, features in served_gate.items():
+        gate.set_cutoffs(features, f"{name} (served {quantize} file)", keep_higher=True)
+    return gate
 
 
 def record_litert(bundle: Path, manifest: dict[str, Any], info: dict[str, Any]) -> None:
@@ -306,7 +338,8 @@ def export_bundle(bundle: str | Path, quantize: str, saved_model: bool = True,
     model (none when `quantize` is "off"). When `quantize` fails parity (or its check cannot
     run, e.g. a validation split too small to choose a threshold on), the float32 file is
     written instead: its outputs equal the Keras model's (max logit difference ~1e-5), so it
-    keeps the float threshold. Returns the updated manifest."""
+    keeps the float threshold; full-integer int8 that cannot be written tries dynamic-range
+    int8 first. Returns the updated manifest."""
     from .bundle import read_manifest, refresh_hashes
     from .model import load_bundle_model
 
@@ -318,19 +351,26 @@ def export_bundle(bundle: str | Path, quantize: str, saved_model: bool = True,
         export_saved_model(model, bundle / "saved_model")
         refresh_hashes(bundle)
     if quantize != "off":
-        try:
-            export_litert(bundle, quantize, reference=reference, model=model)
-        except PneumoError as exc:
-            log.warning("LiteRT %s not written (%s); writing the float32 LiteRT model",
-                        quantize, exc)
+        # Full-integer int8 needs training films to calibrate on (a site calibrating the
+        # shipped bundle may not have them): dynamic-range int8 is the next best.
+        tries = [quantize] + (["dynamic"] if quantize == "int8" else [])
+        for kind in tries:
+            try:
+                export_litert(bundle, kind, reference=reference, model=model)
+                break
+            except PneumoError as exc:
+                log.warning("LiteRT %s not written (%s)", kind, exc)
+        else:
+            log.warning("writing the float32 LiteRT model")
             export_litert(bundle, "none", check=False, model=model)
     return read_manifest(bundle, verify=False)
 
 
 def _check_parity(bundle: Path, manifest: dict[str, Any], model,
-                  served: LiteRTModel, size: int, reference: tuple[str, Any] | None = None
-                  ) -> dict[str, Any]:
-    """Parity figures; raises ConfigError when the quantisation breaks them."""
+                  served: LiteRTModel, size: int, reference: tuple[str, Any] | None = None,
+                  served_gate: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Parity figures; raises ConfigError when the quantisation breaks them. `served_gate`,
+    when given, receives the served file's gate features of each set, by set name."""
     from .gatefit import split_films
     from .inference import site_outputs
     from .operating_point import threshold_policy
@@ -347,8 +387,11 @@ def _check_parity(bundle: Path, manifest: dict[str, Any], model,
         log.info("parity on %s (%d films)", name, len(frame))
         images = frame_images(frame, size)
         features, logits = site_outputs(model, images)
-        report = parity({"features": features, "logit": logits}, served.features_and_logits(images),
-                        frame, policy, point)
+        keys = ("features", "logit", "gate") if served_gate is not None else ("features", "logit")
+        outputs = served.features_and_logits(images, keys=keys)
+        if served_gate is not None:
+            served_gate[name] = outputs.pop("gate")
+        report = parity({"features": features, "logit": logits}, outputs, frame, policy, point)
         reports[name] = report
         refit = refit or report
     failed = {n: r for n, r in reports.items() if not r["passes"]}

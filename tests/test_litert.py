@@ -368,3 +368,78 @@ print(json.dumps({{"exception": [str(e.value) for e in at.exception],
     assert not out["exception"] and not out["errors"], out
     assert out["heatmap"] and out["methods"] == ["Grad-CAM"] and out["said"]
     assert not out["tf"]
+
+
+def test_export_sets_the_gate_cutoffs_on_the_served_files_own_features(
+        tiny_bundle, tmp_path, monkeypatch):
+    """A quantisation that moves the gate layer's output (full-integer int8 quantises conv4)
+    must not make the gate refuse the films its cut-offs were set on: the export raises them
+    to the served file's own features. Here the served gate features are shifted by hand."""
+    from pneumo.population import PopulationGate
+
+    copy = tmp_path / "b"
+    shutil.copytree(tiny_bundle, copy)
+    float_point = read_manifest(copy, verify=True)["threshold"]
+    passing = {"n": 9, "passes": True, "passes_refitted": True, "passes_at_float_point": True,
+               "max_logit_difference": 0.01, "decisions_changed": 0.0,
+               "float": {"auc": 0.9, "sensitivity": 0.97, "specificity": 0.8,
+                         "threshold": float_point, "temperature": 1.0},
+               "litert": {"auc": 0.9, "sensitivity": 0.97, "specificity": 0.8,
+                          "threshold": float_point, "temperature": 1.0},
+               "at_float_point": {"decisions_changed": 0.0, "passes": True,
+                                  "float": {"sensitivity": 0.97, "specificity": 0.8},
+                                  "litert": {"sensitivity": 0.97, "specificity": 0.8}}}
+    monkeypatch.setattr(export, "reference_films", lambda b, m: (
+        "validation split", _labelled_frame(b)))
+    monkeypatch.setattr(export, "parity", lambda *a, **k: passing)
+    seen: list[np.ndarray] = []
+    original = litert.LiteRTModel.features_and_logits
+
+    def shifted(self, images, batch=32, keys=("features", "logit")):
+        out = original(self, images, batch, keys)
+        if "gate" in out:
+            out["gate"] = out["gate"] + 5.0 * np.abs(out["gate"]).mean() + 1.0
+            seen.append(out["gate"])
+        return out
+
+    monkeypatch.setattr(litert.LiteRTModel, "features_and_logits", shifted)
+    before = PopulationGate.load(copy / "gate.npz")
+    export.export_litert(copy, "dynamic")
+    after = PopulationGate.load(copy / "gate.npz")
+    assert seen, "the parity films' served gate features were never read"
+    served = np.concatenate(seen)
+    assert before.flag_rate(served) > 0.5  # the shift is one the float cut-offs refuse
+    assert after.flag_rate(served) <= 0.2, after.describe()
+    assert after.distance.threshold >= before.distance.threshold  # raised, never lowered
+    assert read_manifest(copy, verify=True)["gate"]["distance_cutoff"] == pytest.approx(
+        after.distance.threshold)
+
+
+def test_int8_that_cannot_be_written_falls_back_to_dynamic_then_float32(
+        tiny_bundle, tmp_path, monkeypatch):
+    from pneumo.errors import DataError
+
+    copy = tmp_path / "b"
+    shutil.copytree(tiny_bundle, copy)
+    tried: list[str] = []
+
+    def fake(bundle, kind, check=True, reference=None, model=None):
+        tried.append(kind)
+        if kind == "int8":
+            raise DataError("no training films on this machine")
+        return {}
+
+    monkeypatch.setattr(export, "export_litert", fake)
+    export.export_bundle(copy, "int8", saved_model=False)
+    assert tried == ["int8", "dynamic"]
+    tried.clear()
+
+    def failing(bundle, kind, check=True, reference=None, model=None):
+        tried.append(kind)
+        if kind != "none":
+            raise DataError("fails parity")
+        return {}
+
+    monkeypatch.setattr(export, "export_litert", failing)
+    export.export_bundle(copy, "int8", saved_model=False)
+    assert tried == ["int8", "dynamic", "none"]
