@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import PneumoError
+from .litert import QUANTIZATIONS
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -106,6 +107,16 @@ def cmd_refit_gate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from .bundle import json_ready
+    from .ensemble import merge_bundles
+
+    manifest = merge_bundles(args.models, args.out, args.quantize)
+    print(json.dumps(json_ready({k: manifest.get(k) for k in ("name", "threshold", "temperature",
+                                                               "headline", "litert")})))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pneumo", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -150,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adult-data", help="adult chest films (folder or CSV) for the adult detector")
     p.add_argument("--percentile", type=float, default=99.5)
     p.set_defaults(func=cmd_refit_gate)
+
+    p = sub.add_parser("ensemble", help="serve several trained runs of one recipe (same frozen "
+                       "trunk, same split) as one network: the mean of their logits (new bundle)")
+    p.add_argument("--models", nargs="+", required=True, help="the runs' bundles, 2 or more")
+    p.add_argument("--out", required=True, help="new bundle folder to write")
+    p.add_argument("--quantize", choices=[*QUANTIZATIONS, "off"], default="int8",
+                   help="the LiteRT file (as `pneumo export --quantize`; off: none)")
+    p.set_defaults(func=cmd_ensemble)
 
     from . import commands  # the serving-side commands live beside the library they call
 

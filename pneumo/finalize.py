@@ -50,9 +50,14 @@ def prediction_table(part: pd.DataFrame, logits: np.ndarray, temperature: float,
 
 def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame],
                  outputs: dict[str, tuple[np.ndarray, np.ndarray]], timing: dict[str, Any],
-                 out: Path, images: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+                 out: Path, images: dict[str, np.ndarray] | None = None,
+                 serving: bool = False) -> dict[str, Any]:
     """Calibrate, pick the threshold, fit the gate, score the test split, write the float
-    bundle's files and its manifest (returned)."""
+    bundle's files and its manifest (returned).
+
+    serving: `model` is already the float32, never-compiled model to save (an ensemble,
+    `pneumo.ensemble`, which `build_model` cannot rebuild); otherwise a float32 copy of the
+    trained model is saved, without its optimizer."""
     held_out = "test" if "test" in outputs and len(parts["test"]) else "val"
     val_labels = parts["val"]["label"].to_numpy()
     temperature, threshold, how = fit_operating_point(
@@ -67,7 +72,7 @@ def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame]
 
         images = {s: frame_images(p, cfg.data.image_size) for s, p in parts.items() if len(p)}
     # The gate reads the float32 model that serves, not the (maybe bfloat16) one that trained.
-    portable = clone_with_precision(model, cfg.model, "float32")  # no optimizer state
+    portable = model if serving else clone_with_precision(model, cfg.model, "float32")
     portable.save(out / "model.keras")
     pooled = {s: pooled_outputs(portable, gate_layer(portable), images[s])
               for s in images if len(images[s])}

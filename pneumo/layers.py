@@ -9,6 +9,7 @@ from __future__ import annotations
 INPUT_NAME = "pixels"  # the model input: raw 0-255 RGB, (n, S, S, 3) float32
 PREPROCESS_LAYER = "preprocess"
 CAM_LAYER = "conv5_block3_out"  # the last conv block: where Grad-CAM looks
+ENSEMBLE_CAM_LAYER = "conv5_ensemble_out"  # an ensemble's conv5 maps side by side (`pneumo.ensemble`)
 FEATURES_LAYER = "avg_pool"  # global average pooling of the CAM layer
 DROPOUT_LAYER = "dropout"
 LOGIT_LAYER = "logit"  # one dense unit, the pre-sigmoid score

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from .errors import BundleError, DataError
@@ -175,11 +176,12 @@ def image_flags(pixels: np.ndarray, colourfulness: float, image_size: int = 224)
     # Brightness and spread from a strided sample (~256 px a side): the whole 1700 px film
     # cost ~5 ms of a prediction for the same answer to two decimals.
     step = max(1, min(h, w) // 256)
-    sample = pixels[::step, ::step]
+    # One SIMD pass for both figures (cv2.meanStdDev, float64 sums): half numpy's two passes.
+    mean_, std_ = cv2.meanStdDev(np.ascontiguousarray(pixels[::step, ::step], dtype=np.float32))
+    mean, spread = float(mean_[0, 0]), float(std_[0, 0])
     if colourfulness > COLOUR_LIMIT:
         flags.append(Flag("colour", "This is a colour picture, not a radiograph.",
                           float(colourfulness), COLOUR_LIMIT))
-    spread = float(np.std(sample))
     if spread < BLANK_LIMIT:
         flags.append(Flag("blank", "The image is almost uniform (blank): there is nothing to "
                           "assess.", spread, BLANK_LIMIT))
@@ -192,7 +194,6 @@ def image_flags(pixels: np.ndarray, colourfulness: float, image_size: int = 224)
         flags.append(Flag("too_small", f"The image is cropped or oddly shaped (width/height "
                           f"{aspect:.2f}): upload the whole film.", aspect,
                           ASPECT_RANGE[0] if aspect < ASPECT_RANGE[0] else ASPECT_RANGE[1]))
-    mean = float(np.mean(sample))
     if not EXPOSURE_RANGE[0] <= mean <= EXPOSURE_RANGE[1]:
         flags.append(Flag("exposure", f"Unusual exposure (mean brightness {mean:.2f}): the film "
                           "is almost all black or all white.", mean,
@@ -299,14 +300,16 @@ class PopulationGate:
 
     # ------------------------------------------------------------------ scoring
 
-    def _scores(self, features: Any) -> tuple[np.ndarray, np.ndarray | None]:
-        """Distance and adult log-odds per row: the two numbers every decision reads."""
+    def scores(self, features: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """Distance and adult log-odds per row: the two numbers every decision reads. A batch
+        is scored in one product: the 1,024-d precision matrix (8 MB) is read once for all
+        rows, not once a film (~1 ms a film on two cores)."""
         x = _as_rows(features, self.dim)
         return self.distance.score(x), (self.adult.score(x) if self.adult is not None else None)
 
     def feature_flags(self, features: Any, scores=None) -> list[list[Flag]]:
         """Per row of pooled features, the model-based flags (possibly adult first)."""
-        dist, adult = scores if scores is not None else self._scores(features)
+        dist, adult = scores if scores is not None else self.scores(features)
         out = []
         for i in range(len(dist)):
             flags = []
@@ -323,7 +326,7 @@ class PopulationGate:
     def ood_score(self, features: Any, scores=None) -> np.ndarray:
         """One number per row, > 1 when a model-based part of the gate fires: the larger of
         distance / cut-off and exp(adult log-odds - cut-off)."""
-        dist, adult = scores if scores is not None else self._scores(features)
+        dist, adult = scores if scores is not None else self.scores(features)
         ratio = dist / self.distance.threshold
         if adult is not None:
             ratio = np.maximum(ratio, np.exp(np.clip(adult - self.adult.cutoff, -50, 50)))
@@ -344,11 +347,13 @@ class PopulationGate:
         return Flag(code, message, float(copies[best] / film), CLOSER_BY)
 
     def judge(self, features: Any, pixels: np.ndarray, colourfulness: float,
-              image_size: int = 224, technical: dict[str, Any] | None = None
+              image_size: int = 224, technical: dict[str, Any] | None = None,
+              scores: tuple[np.ndarray, np.ndarray | None] | None = None
               ) -> tuple[float, list[Flag]]:
         """One image: (ood_score, every flag - the DICOM header and image rules, then the
-        feature-based ones), each score computed once (this runs on every prediction)."""
-        scores = self._scores(features)
+        feature-based ones), each score computed once (this runs on every prediction).
+        scores: this image's row of `scores` when its batch was scored at once."""
+        scores = self.scores(features) if scores is None else scores
         flags = (header_flags(technical) + image_flags(pixels, colourfulness, image_size)
                  + self.feature_flags(features, scores)[0])
         return float(self.ood_score(features, scores)[0]), flags

@@ -253,10 +253,11 @@ class Predictor:
         return expit(np.asarray(logits, dtype=np.float64) / self.temperature)
 
     def _result(self, image: XrayImage, probs: np.ndarray, features: np.ndarray,
-                heatmap: np.ndarray | None, cam: str, x: np.ndarray) -> PredictionResult:
+                heatmap: np.ndarray | None, cam: str, x: np.ndarray,
+                scores: tuple | None = None) -> PredictionResult:
         probability = float(probs[0])
         spread = float(np.std(probs)) if len(probs) > 1 else 0.0
-        ood, flags = self._population_flags(image, features, x)
+        ood, flags = self._population_flags(image, features, x, scores)
         population = [f.text() for f in flags]
         in_population = not flags
         review = []
@@ -282,12 +283,13 @@ class Predictor:
             flags=[f.to_dict() for f in flags], lung_fields=fields, review_codes=review,
         )
 
-    def _population_flags(self, image: XrayImage, features: np.ndarray,
-                          x: np.ndarray) -> tuple[float, list]:
-        """(ood_score, the gate's flags) for one image (`x`: its model input)."""
+    def _population_flags(self, image: XrayImage, features: np.ndarray, x: np.ndarray,
+                          scores: tuple | None = None) -> tuple[float, list]:
+        """(ood_score, the gate's flags) for one image (`x`: its model input; `scores`: its
+        row of the gate's scores when its batch was scored at once)."""
         if self.gate_layer:
             ood, flags = self.gate.judge(features, image.pixels, image.colourfulness,
-                                         self.image_size, image.technical)
+                                         self.image_size, image.technical, scores)
             return ood, self._name_orientation(flags, features, x)
         # An old bundle's gate (pooled conv5 features): its distance, one generic reason.
         flags = (header_flags(image.technical)
@@ -376,9 +378,19 @@ class Predictor:
             (-1, *inputs.shape[1:])) if tta else inputs
         out = self.backend.forward(batch, cam_rows=n if cam == "gradcam" else 0)
         probs = self._calibrate(out["logit"]).reshape(-1, n)
+        rows = self._gate_rows(out["gate"][:n])
         return {i: self._result(image, probs[:, k], out["gate"][k],
-                                self._heatmap(out, k, x, image, cam), cam, x)
+                                self._heatmap(out, k, x, image, cam), cam, x, rows[k])
                 for k, (i, image, x) in enumerate(pending)}
+
+    def _gate_rows(self, features: np.ndarray) -> list[tuple | None]:
+        """The gate's scores of a batch's films in one product, split into one row a film
+        (None per film for an old bundle's gate, which scores itself)."""
+        if not self.gate_layer:
+            return [None] * len(features)
+        dist, adult = self.gate.scores(features)
+        return [(dist[k:k + 1], None if adult is None else adult[k:k + 1])
+                for k in range(len(features))]
 
     def probabilities(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Calibrated probabilities of already preprocessed inputs (N, S, S, 3)."""

@@ -102,12 +102,17 @@ def test_batch_with_tta_gives_the_spread_and_flags_of_predict(predictor, synthet
     films = sorted((synthetic_data / "PNEUMONIA").iterdir())[:3] + \
         sorted((synthetic_data / "NORMAL").iterdir())[:3]
     single = [predictor.predict(f, cam="gradcam") for f in films]
-    batched = predictor.predict_batch(films, cam="gradcam", tta=True, batch_size=4)
+    batched = predictor.predict_batch(films, cam="gradcam", tta=True, batch_size=12)  # 4 a call
     for one, many in zip(single, batched):
         assert many.uncertainty == pytest.approx(one.uncertainty, abs=1e-5)
         assert many.probability == pytest.approx(one.probability, abs=1e-5)
         assert many.reasons == one.reasons and many.label == one.label
+        # The batch's gate scores come from one product, split a row a film: each film's own.
+        assert many.ood_score == pytest.approx(one.ood_score, rel=1e-5)
+        assert many.flags == one.flags
         np.testing.assert_allclose(many.heatmap, one.heatmap, atol=1e-4)
+    assert predictor.gate_layer  # the population gate, whose batch path is checked here
+    assert len({round(r.ood_score, 6) for r in batched}) > 1  # rows differ: a mix-up shows
     assert any(r.uncertainty > 0 for r in batched)  # the shifted views were scored
     plain = predictor.predict_batch(films, cam="none")
     assert all(r.uncertainty == 0 for r in plain)  # evaluation keeps one view
