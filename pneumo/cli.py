@@ -111,7 +111,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     from .bundle import json_ready
     from .ensemble import merge_bundles
 
-    manifest = merge_bundles(args.models, args.out, args.quantize)
+    manifest = merge_bundles(args.models, args.out, args.quantize, args.adult_data)
     print(json.dumps(json_ready({k: manifest.get(k) for k in ("name", "threshold", "temperature",
                                                                "headline", "litert")})))
     return 0
@@ -168,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="new bundle folder to write")
     p.add_argument("--quantize", choices=[*QUANTIZATIONS, "off"], default="int8",
                    help="the LiteRT file (as `pneumo export --quantize`; off: none)")
+    p.add_argument("--adult-data", help="adult chest films for the gate's adult detector")
     p.set_defaults(func=cmd_ensemble)
 
     from . import commands  # the serving-side commands live beside the library they call

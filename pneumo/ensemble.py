@@ -111,10 +111,11 @@ def _shared_split(bundles: list[Path]) -> pd.DataFrame:
     return frames[0]
 
 
-def merge_bundles(bundles: list[str | Path], out: str | Path, quantize: str = "int8"
-                  ) -> dict[str, Any]:
+def merge_bundles(bundles: list[str | Path], out: str | Path, quantize: str = "int8",
+                  adult_data: str | Path | None = None) -> dict[str, Any]:
     """Write the ensemble of `bundles` (trained runs of one recipe, same split) to `out`: the
-    float bundle as training writes it, then the SavedModel and LiteRT export with parity.
+    float bundle as training writes it (the gate's adult detector fitted on `adult_data` when
+    given, as `train --adult-data`), then the SavedModel and LiteRT export with parity.
     Returns the manifest."""
     from .export import export_bundle
     from .finalize import write_bundle
@@ -126,13 +127,14 @@ def merge_bundles(bundles: list[str | Path], out: str | Path, quantize: str = "i
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} is not empty; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
     frame = _shared_split(bundles)
     cfg = load_config(bundles[0] / "config.yaml")
     merged = merge_models([load_bundle_model(b) for b in bundles], cfg.model.cam_layer)
+    out.mkdir(parents=True, exist_ok=True)  # only once the runs are known to merge
     cfg = dataclasses.replace(
         cfg, name=f"{cfg.name}-ensemble{len(bundles)}",
-        model=dataclasses.replace(cfg.model, cam_layer=ENSEMBLE_CAM_LAYER))
+        model=dataclasses.replace(cfg.model, cam_layer=ENSEMBLE_CAM_LAYER),
+        train=dataclasses.replace(cfg.train, gate_adult_data=str(adult_data or "")))
     save_config(cfg, out / "config.yaml")
     frame.assign(path=[relative_to_bundle(out, p) for p in frame["path"]]).to_csv(
         out / "split.csv", index=False)

@@ -102,3 +102,18 @@ def test_evaluate_reads_a_zip_as_the_dashboard_does(tiny_bundle, synthetic_data,
     assert result["n"] == folder["n"] == 48
     assert result["auc"] == pytest.approx(folder["auc"], abs=1e-9)
     assert result["n_unreadable"] == 1 and "notes.png" in result["unreadable"][0]
+
+
+def test_ensemble_of_runs_on_another_split_exits_2_and_writes_nothing(tiny_bundle, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_bundle, other)
+    split = pd.read_csv(other / "split.csv")
+    split.loc[0, "split"] = "val" if split.loc[0, "split"] != "val" else "train"
+    split.to_csv(other / "split.csv", index=False)
+    proc = pneumo("ensemble", "--models", tiny_bundle, other, "--out", tmp_path / "pair")
+    assert proc.returncode == 2 and "another split" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "pair").exists()
