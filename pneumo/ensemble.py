@@ -16,6 +16,7 @@ scored once, the gate fitted on training films), then exports it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 from keras import layers
 
-from .bundle import relative_to_bundle, resolve_in_bundle
+from .bundle import refresh_hashes, relative_to_bundle, resolve_in_bundle, write_json
 from .config import load_config, save_config
 from .errors import ConfigError
 from .layers import DROPOUT_LAYER, ENSEMBLE_CAM_LAYER, FEATURES_LAYER, LOGIT_LAYER, OUTPUT_LAYER
@@ -146,4 +147,9 @@ def merge_bundles(bundles: list[str | Path], out: str | Path, quantize: str = "i
               "merged_from": [str(b) for b in bundles], "precision": "float32"}
     log.info(f"merged {len(bundles)} runs; writing the bundle")
     write_bundle(cfg, merged, parts, outputs, timing, out, images, serving=True)
-    return export_bundle(out, quantize)
+    export_bundle(out, quantize)
+    # The whole cost (merge, scoring, gate, export) in metrics.json and the manifest.
+    timing["total_seconds"] = round(time.perf_counter() - t0, 1)
+    metrics = json.loads((out / "metrics.json").read_text())
+    write_json(out / "metrics.json", dict(metrics, timing=timing))
+    return refresh_hashes(out, timing=timing)
