@@ -104,6 +104,29 @@ def resolve_in_bundle(root: Path, path: str | Path) -> Path:
     return path if not inside.exists() and path.exists() else inside
 
 
+def read_film_table(root: Path, name: str = "split.csv"):
+    """A bundle's film table (`split.csv`, `predictions.csv`, ...) as a DataFrame, each path
+    resolved on this machine (`resolve_in_bundle`) and patient IDs kept as text."""
+    import pandas as pd  # not at the top: serving reads manifests, never film tables
+
+    table = pd.read_csv(Path(root) / name, dtype={"patient_id": str})
+    table["path"] = [str(resolve_in_bundle(root, p)) for p in table["path"]]
+    return table
+
+
+def write_film_table(root: Path, name: str, table) -> None:
+    """Write a film table into the bundle `root` with its paths stored relative to it."""
+    table.assign(path=[relative_to_bundle(root, p) for p in table["path"]]).to_csv(
+        Path(root) / name, index=False)
+
+
+def record_timing(root: Path, timing: dict[str, Any]) -> dict[str, Any]:
+    """Put a run's whole cost into `metrics.json` and the manifest (hashes refreshed)."""
+    metrics_path = Path(root) / "metrics.json"
+    write_json(metrics_path, dict(json.loads(metrics_path.read_text()), timing=timing))
+    return refresh_hashes(root, timing=timing)
+
+
 def read_manifest(root: Path, verify: bool = True) -> dict[str, Any]:
     """Read and (optionally) verify a bundle's manifest.
 

@@ -231,19 +231,14 @@ def _copy_parent_files(parent: Path, out: Path, manifest: dict[str, Any],
     rewrites them); the film tables keep naming the same films."""
     import shutil
 
-    import pandas as pd
-
-    from .bundle import relative_to_bundle, resolve_in_bundle
+    from .bundle import read_film_table, write_film_table
 
     for name in manifest.get("files", {}):
         if name.startswith("saved_model/") or (name in LITERT_FILES and not keep_served):
             continue
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         if name in FILM_TABLES:
-            table = pd.read_csv(parent / name, dtype={"patient_id": str})
-            table["path"] = [relative_to_bundle(out, resolve_in_bundle(parent, p))
-                             for p in table["path"]]
-            table.to_csv(out / name, index=False)
+            write_film_table(out, name, read_film_table(parent, name))
         else:
             shutil.copy2(parent / name, out / name)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import PneumoError
-from .litert import QUANTIZATIONS
+from .litert import LITERT_CHOICES
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "trunk, same split) as one network: the mean of their logits (new bundle)")
     p.add_argument("--models", nargs="+", required=True, help="the runs' bundles, 2 or more")
     p.add_argument("--out", required=True, help="new bundle folder to write")
-    p.add_argument("--quantize", choices=[*QUANTIZATIONS, "off"], default="int8",
+    p.add_argument("--quantize", choices=LITERT_CHOICES, default="int8",
                    help="the LiteRT file (as `pneumo export --quantize`; off: none)")
     p.add_argument("--adult-data", help="adult chest films for the gate's adult detector")
     p.set_defaults(func=cmd_ensemble)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .errors import PneumoError
+from .litert import QUANTIZATIONS
 
 
 def _load(args: argparse.Namespace):
@@ -195,7 +196,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="(re)write the bundle's SavedModel or LiteRT model")
     p.add_argument("--model", default="models/default")
     p.add_argument("--format", default="saved_model", choices=["saved_model", "litert"])
-    p.add_argument("--quantize", default="none", choices=["none", "dynamic", "int8", "float16"],
+    p.add_argument("--quantize", default="none", choices=QUANTIZATIONS,
                    help="LiteRT weights: float32, int8 weights, full-integer int8, float16")
     p.add_argument("--no-parity", action="store_true",
                    help="skip the parity check against the float model (no films needed)")

@@ -17,9 +17,8 @@ import yaml
 
 from .errors import ConfigError
 from .layers import CAM_LAYER
-from .litert import QUANTIZATIONS
+from .litert import LITERT_CHOICES
 
-LITERT_CHOICES = (*QUANTIZATIONS, "off")  # the LiteRT quantisations, or no LiteRT model
 
 
 @dataclass

@@ -16,7 +16,6 @@ scored once, the gate fitted on training films), then exports it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 import pandas as pd
 from keras import layers
 
-from .bundle import refresh_hashes, relative_to_bundle, resolve_in_bundle, write_json
+from .bundle import read_film_table, record_timing, write_film_table
 from .config import load_config, save_config
 from .errors import ConfigError
 from .layers import DROPOUT_LAYER, ENSEMBLE_CAM_LAYER, FEATURES_LAYER, LOGIT_LAYER, OUTPUT_LAYER
@@ -101,11 +100,7 @@ def merge_models(models: list[keras.Model], cam_layer: str) -> keras.Model:
 def _shared_split(bundles: list[Path]) -> pd.DataFrame:
     """The members' patient split (absolute paths); they must have trained on the same one, or
     one run's validation films would be another's training films."""
-    frames = []
-    for bundle in bundles:
-        frame = pd.read_csv(bundle / "split.csv", dtype={"patient_id": str})
-        frame["path"] = [str(resolve_in_bundle(bundle, p)) for p in frame["path"]]
-        frames.append(frame)
+    frames = [read_film_table(bundle) for bundle in bundles]
     for bundle, frame in zip(bundles[1:], frames[1:]):
         if not frame[["path", "split"]].equals(frames[0][["path", "split"]]):
             raise ConfigError(f"{bundle} was trained on another split than {bundles[0]}")
@@ -137,8 +132,7 @@ def merge_bundles(bundles: list[str | Path], out: str | Path, quantize: str = "i
         model=dataclasses.replace(cfg.model, cam_layer=ENSEMBLE_CAM_LAYER),
         train=dataclasses.replace(cfg.train, gate_adult_data=str(adult_data or "")))
     save_config(cfg, out / "config.yaml")
-    frame.assign(path=[relative_to_bundle(out, p) for p in frame["path"]]).to_csv(
-        out / "split.csv", index=False)
+    write_film_table(out, "split.csv", frame)
     parts = {s: frame[frame.split == s].reset_index(drop=True) for s in ("train", "val", "test")}
     images = {s: frame_images(p, cfg.data.image_size) for s, p in parts.items() if len(p)}
     readout = heads(merged)
@@ -149,7 +143,4 @@ def merge_bundles(bundles: list[str | Path], out: str | Path, quantize: str = "i
     write_bundle(cfg, merged, parts, outputs, timing, out, images, serving=True)
     export_bundle(out, quantize)
     # The whole cost (merge, scoring, gate, export) in metrics.json and the manifest.
-    timing["total_seconds"] = round(time.perf_counter() - t0, 1)
-    metrics = json.loads((out / "metrics.json").read_text())
-    write_json(out / "metrics.json", dict(metrics, timing=timing))
-    return refresh_hashes(out, timing=timing)
+    return record_timing(out, dict(timing, total_seconds=round(time.perf_counter() - t0, 1)))

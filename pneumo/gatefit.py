@@ -37,14 +37,13 @@ def fit_gate(model: keras.Model, train: np.ndarray, val: np.ndarray,
 def split_films(model_dir: Path, name: str, limit: int | None = None) -> pd.DataFrame:
     """One split of the bundle's `split.csv` (a random `limit` of it when given), its films
     resolved as `resolve_in_bundle` does. Raises DataError when films are not on this machine."""
-    from .bundle import resolve_in_bundle
+    from .bundle import read_film_table
     from .errors import DataError
 
-    split = pd.read_csv(Path(model_dir) / "split.csv")
+    split = read_film_table(model_dir)
     rows = split.loc[split["split"] == name].copy()
     if limit is not None:
         rows = rows.sample(frac=1, random_state=0)[:limit]
-    rows["path"] = [str(resolve_in_bundle(model_dir, p)) for p in rows["path"]]
     missing = [p for p in rows["path"] if not Path(p).is_file()]
     if missing:
         raise DataError(f"{len(missing)} {name} films of {model_dir}/split.csv are not on this "

@@ -30,6 +30,7 @@ SIGNATURE = "serve"
 INPUT = "pixels"
 OUTPUTS = ("conv", "gate")
 QUANTIZATIONS = ("none", "dynamic", "int8", "float16")
+LITERT_CHOICES = (*QUANTIZATIONS, "off")  # the LiteRT quantisations, or no LiteRT model
 HEAD_KIND = "gap-dense"
 # Rows per invoke. The interpreter's arena grows to the largest batch it has run and keeps
 # that size, and XNNPACK runs no faster per row on larger batches: 8 rows bound the memory

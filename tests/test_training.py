@@ -271,3 +271,24 @@ def test_cached_and_streaming_paths_take_the_same_first_step():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     frozen = [w for w, m in zip(start, moved) if not m]
     assert frozen, "some weights below the boundary stay frozen"
+
+
+def test_a_film_table_moves_between_bundles_and_keeps_its_films(tmp_path):
+    """`write_film_table` stores paths relative to the bundle it writes, `read_film_table`
+    resolves them on this machine: a table copied into a bundle elsewhere names the same files,
+    and patient IDs with leading zeros stay text."""
+    from pneumo.bundle import read_film_table, write_film_table
+
+    film = tmp_path / "data" / "NORMAL" / "IM-0007-0001.png"
+    film.parent.mkdir(parents=True)
+    film.write_bytes(b"x")
+    first, second = tmp_path / "a", tmp_path / "deeper" / "b"
+    first.mkdir()
+    second.mkdir(parents=True)
+    table = pd.DataFrame({"path": [str(film)], "patient_id": ["0007"], "label": [0]})
+    write_film_table(first, "split.csv", table)
+    stored = pd.read_csv(first / "split.csv", dtype=str)
+    assert not Path(stored.path[0]).is_absolute()  # relative to the bundle, not the cwd
+    write_film_table(second, "split.csv", read_film_table(first))
+    again = read_film_table(second)
+    assert Path(again.path[0]) == film.resolve() and again.patient_id[0] == "0007"

@@ -20,7 +20,7 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
-from ..bundle import relative_to_bundle, resolve_in_bundle
+from ..bundle import read_film_table, write_film_table
 from ..config import Config, StageConfig, save_config
 from ..datasets import class_weights, discover, limit_per_class, split_by_patient
 from ..errors import ConfigError, DataError
@@ -56,16 +56,13 @@ def prepare_split(cfg: Config, data: str | Path, out: Path) -> pd.DataFrame:
     """Discover the data, take the configured slice, split by patient; reuse split.csv on resume."""
     split_path = out / "split.csv"
     if split_path.is_file():
-        frame = pd.read_csv(split_path, dtype={"patient_id": str})
-        frame["path"] = [str(resolve_in_bundle(out, p)) for p in frame["path"]]
-        return frame
+        return read_film_table(out)
     frame = limit_per_class(discover(data, "train"), cfg.data.limit_per_class, cfg.data.seed)
     frame = split_by_patient(frame, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.seed)
     for split in ("train", "val"):
         if frame.loc[frame.split == split, "label"].nunique() < 2:
             raise DataError(f"the {split} split needs both classes; add data or change fractions")
-    stored = frame.assign(path=[relative_to_bundle(out, p) for p in frame["path"]])
-    stored.to_csv(split_path, index=False)
+    write_film_table(out, "split.csv", frame)
     return frame
 
 
@@ -226,15 +223,12 @@ def _record_total(out: Path, timing: dict[str, Any], readout_seconds: float,
     """Put the whole run's cost, the bundle included, into metrics.json and the manifest:
     decode + feature cache + every stage (also those of an earlier, resumed run) + scoring the
     splits + writing the bundle (gate, calibration, export)."""
-    from ..bundle import refresh_hashes, write_json
+    from ..bundle import record_timing
 
     timing = dict(timing, readout_seconds=round(readout_seconds, 1),
                   bundle_seconds=round(bundle_seconds, 1))
     timing["total_seconds"] = round(
         timing["decode_seconds"] + timing["cache_seconds"] + timing["readout_seconds"]
         + timing["bundle_seconds"] + sum(s["seconds"] for s in timing["stages"]), 1)
-    metrics = json.loads((out / "metrics.json").read_text())
-    metrics["timing"] = timing
-    write_json(out / "metrics.json", metrics)
-    refresh_hashes(out, timing=timing)
+    record_timing(out, timing)
     log.info(f"bundle written; the run cost {timing['total_seconds'] / 60:.1f} min in all")
