@@ -227,7 +227,7 @@ def serving_stages(predictor, image: bytes, runs: int = 20) -> dict[str, Any]:
 
     size = predictor.image_size
     decoded = read_image(image, model_size=size)
-    x = to_model_input(decoded.pixels, size)
+    x = to_model_input(decoded.pixels, size, predictor.thorax)
     views = tta_views(x)
     out = predictor.backend.forward(views, cam_rows=1)
     heat = _resize(out["cam"][0], decoded.size)
@@ -235,7 +235,7 @@ def serving_stages(predictor, image: bytes, runs: int = 20) -> dict[str, Any]:
         else None
     stages = {
         "decode": lambda: read_image(image, model_size=size),
-        "squash": lambda: to_model_input(decoded.pixels, size),
+        "squash": lambda: to_model_input(decoded.pixels, size, predictor.thorax),
         "views": lambda: tta_views(x),
         "invoke": lambda: predictor.backend.forward(views, cam_rows=0),
         "cam": lambda: _resize(_cam_of_first_view(predictor.backend, conv), decoded.size),

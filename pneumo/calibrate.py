@@ -22,12 +22,13 @@ from .errors import DataError
 from .litert import HEAD_FILE, TFLITE_FILE
 from .metrics import THRESHOLD_METHODS, summary_metrics
 from .operating_point import SiteFit, check_site_labels, cross_validate, fit_site
+from .preprocess import thorax_of
 
 
 # --------------------------------------------------------------------------- the new bundle
 
 
-def read_site(data: str | Path, size: int) -> tuple[Any, np.ndarray]:
+def read_site(data: str | Path, size: int, thorax: bool = False) -> tuple[Any, np.ndarray]:
     """The site's labelled films, preprocessed. Refuses the set if any film is unreadable
     (all named): a calibration silently fitted on fewer films than the user gave is wrong."""
     from .datasets import discover
@@ -39,7 +40,7 @@ def read_site(data: str | Path, size: int) -> tuple[Any, np.ndarray]:
     images, bad = [], []
     for path in frame["path"]:
         try:
-            images.append(load_model_input(path, size))
+            images.append(load_model_input(path, size, thorax))
         except ImageError as exc:
             bad.append(f"{Path(path).name}: {exc}")
     if bad:
@@ -141,7 +142,7 @@ def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Pat
     if out_dir.resolve() == model_dir.resolve():
         raise DataError("--out must differ from --model: the original bundle is never changed")
     manifest = read_manifest(model_dir, verify=True)
-    frame, images = read_site(data, int(manifest["image_size"]))
+    frame, images = read_site(data, int(manifest["image_size"]), thorax_of(manifest))
     unchanged = serves_unchanged(manifest, adapt)
     forward = (_ServedForward(model_dir, manifest["litert"]) if unchanged
                else _KerasForward(model_dir, adapt))
@@ -170,7 +171,8 @@ def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Pat
         gate.save(out_dir / "gate.npz")
 
     rescored = _rescore_internal_splits(model_dir, out_dir, forward, fit,
-                                        int(manifest["image_size"]), bootstrap, seed)
+                                        int(manifest["image_size"]), bootstrap, seed,
+                                        thorax_of(manifest))
     counts = {"NORMAL": int((labels == 0).sum()), "PNEUMONIA": int((labels == 1).sum())}
     provenance = {"data": source or str(data), "n_per_class": counts,
                   "n_patients": int(len(set(groups))), "policy": policy, "adapt": adapt,
@@ -303,7 +305,7 @@ def record_served_cv(bundle: Path, frame, images: np.ndarray, provenance: dict[s
 
 
 def _rescore_internal_splits(parent: Path, out: Path, forward, fit: SiteFit, size: int,
-                             bootstrap: int, seed: int) -> dict[str, Any]:
+                             bootstrap: int, seed: int, thorax: bool = False) -> dict[str, Any]:
     """Score the parent's internal validation and test films with the calibrated model, so the
     bundle's second yardstick describes this model, not its parent. Returns the metrics
     entries to replace ({} and a note when the films are not on this machine)."""
@@ -322,7 +324,7 @@ def _rescore_internal_splits(parent: Path, out: Path, forward, fit: SiteFit, siz
         if not all(p.is_file() for p in paths):
             return {"internal_splits": "scores of the parent model: its split films are not "
                     "on the machine that calibrated it"}
-        features, logits = _outputs_of_files(forward, [str(p) for p in paths], size)
+        features, logits = _outputs_of_files(forward, [str(p) for p in paths], size, thorax)
         table["path"] = [relative_to_bundle(out, p) for p in paths]
         table["logit"] = fit.logits(features, logits)
         table["probability"] = fit.probabilities(features, logits)
@@ -336,12 +338,12 @@ def _rescore_internal_splits(parent: Path, out: Path, forward, fit: SiteFit, siz
     return found
 
 
-def _outputs_of_files(forward, paths: list[str], size: int, chunk: int = 128
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def _outputs_of_files(forward, paths: list[str], size: int, thorax: bool = False,
+                      chunk: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """(features, logits) of many films, decoded `chunk` at a time: the internal splits'
     1,560 films at 224 px would be 235 MB of pixels held at once."""
     from .preprocess import load_images
 
-    parts = [forward.outputs(load_images(paths[i:i + chunk], size))
+    parts = [forward.outputs(load_images(paths[i:i + chunk], size, thorax=thorax))
              for i in range(0, len(paths), chunk)]
     return np.concatenate([f for f, _ in parts]), np.concatenate([lg for _, lg in parts])

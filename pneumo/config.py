@@ -28,6 +28,9 @@ class DataConfig:
     test_fraction: float = 0.15  # of patients, reported once for the final model
     seed: int = 42  # drives the patient split, shuffling and augmentation
     limit_per_class: int | None = None  # cap images per class (smoke runs on a slice)
+    # Crop every film to its lung fields' box (pneumo.thorax) before the model, in training
+    # and serving alike (the bundle's manifest records it).
+    thorax_crop: bool = False
 
 
 @dataclass

@@ -125,6 +125,9 @@ def merge_bundles(bundles: list[str | Path], out: str | Path, quantize: str = "i
         raise ConfigError(f"{out} is not empty; choose another --out")
     frame = _shared_split(bundles)
     cfg = load_config(bundles[0] / "config.yaml")
+    crops = {load_config(b / "config.yaml").data.thorax_crop for b in bundles}
+    if len(crops) > 1:  # one input for every member, or some would read the wrong film
+        raise ConfigError("the runs disagree on data.thorax_crop; merge runs of one recipe")
     merged = merge_models([load_bundle_model(b) for b in bundles], cfg.model.cam_layer)
     out.mkdir(parents=True, exist_ok=True)  # only once the runs are known to merge
     cfg = dataclasses.replace(
@@ -134,7 +137,8 @@ def merge_bundles(bundles: list[str | Path], out: str | Path, quantize: str = "i
     save_config(cfg, out / "config.yaml")
     write_film_table(out, "split.csv", frame)
     parts = {s: frame[frame.split == s].reset_index(drop=True) for s in ("train", "val", "test")}
-    images = {s: frame_images(p, cfg.data.image_size) for s, p in parts.items() if len(p)}
+    images = {s: frame_images(p, cfg.data.image_size, thorax=cfg.data.thorax_crop)
+              for s, p in parts.items() if len(p)}
     readout = heads(merged)
     outputs = {s: features_and_logits(readout, images[s]) for s in ("val", "test") if s in images}
     timing = {"total_seconds": round(time.perf_counter() - t0, 1), "stages": [],

@@ -239,7 +239,7 @@ def export_litert(bundle: str | Path, quantize: str = "dynamic", check: bool = T
     from .bundle import read_manifest, refresh_hashes
     from .fileio import atomic_write_bytes
     from .model import load_bundle_model
-    from .preprocess import frame_images
+    from .preprocess import frame_images, thorax_of
 
     bundle = Path(bundle)
     manifest = read_manifest(bundle, verify=True)
@@ -253,7 +253,7 @@ def export_litert(bundle: str | Path, quantize: str = "dynamic", check: bool = T
         from .gatefit import split_films
 
         train = split_films(bundle, "train", REPRESENTATIVE_FILMS)
-        representative = frame_images(train, size)
+        representative = frame_images(train, size, thorax=thorax_of(manifest))
     with tempfile.TemporaryDirectory(prefix="pneumo-litert-") as tmp:
         work = Path(tmp)
         _serving_saved_model(model, cam_layer, gate_layer, work / "saved_model")
@@ -374,7 +374,7 @@ def _check_parity(bundle: Path, manifest: dict[str, Any], model,
     from .gatefit import split_films
     from .inference import site_outputs
     from .operating_point import threshold_policy
-    from .preprocess import frame_images
+    from .preprocess import frame_images, thorax_of
 
     policy = threshold_policy(manifest)
     point = {"threshold": float(manifest["threshold"]),
@@ -385,7 +385,7 @@ def _check_parity(bundle: Path, manifest: dict[str, Any], model,
     reports, refit = {}, None
     for name, frame in sets:
         log.info("parity on %s (%d films)", name, len(frame))
-        images = frame_images(frame, size)
+        images = frame_images(frame, size, thorax=thorax_of(manifest))
         features, logits = site_outputs(model, images)
         keys = ("features", "logit", "gate") if served_gate is not None else ("features", "logit")
         outputs = served.features_and_logits(images, keys=keys)

@@ -37,6 +37,9 @@ PREPROCESSING = (
     "model: ResNet caffe preprocessing (BGR, ImageNet mean) inside the graph"
 )
 
+THORAX_STEP = (" -> crop (data.thorax_crop): the squashed film cut to its lung fields' box "
+               "widened by pneumo.thorax.THORAX_MARGIN each side, stretched back to SxS")
+
 
 def prediction_table(part: pd.DataFrame, logits: np.ndarray, temperature: float,
                      root: Path) -> pd.DataFrame:
@@ -70,14 +73,15 @@ def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame]
     if images is None:  # decoded again when the caller did not keep them
         from .preprocess import frame_images
 
-        images = {s: frame_images(p, cfg.data.image_size) for s, p in parts.items() if len(p)}
+        images = {s: frame_images(p, cfg.data.image_size, thorax=cfg.data.thorax_crop)
+                  for s, p in parts.items() if len(p)}
     # The gate reads the float32 model that serves, not the (maybe bfloat16) one that trained.
     portable = model if serving else clone_with_precision(model, cfg.model, "float32")
     portable.save(out / "model.keras")
     pooled = {s: pooled_outputs(portable, gate_layer(portable), images[s])
               for s in images if len(images[s])}
     gate = fit_gate(portable, pooled["train"], pooled["val"], cfg.train.gate_adult_data,
-                    cfg.train.gate_percentile)
+                    cfg.train.gate_percentile, cfg.data.thorax_crop)
     gate.save(out / "gate.npz")
     flag_rate = {s: gate.flag_rate(pooled[s]) for s in pooled}
 
@@ -108,8 +112,9 @@ def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame]
         "class_names": list(CLASS_NAMES),
         "positive_class": CLASS_NAMES[1],
         "image_size": cfg.data.image_size,
+        "thorax_crop": bool(cfg.data.thorax_crop),
         "input": "float32 (N, S, S, 3) RGB pixels in 0..255",
-        "preprocessing": PREPROCESSING,
+        "preprocessing": PREPROCESSING + (THORAX_STEP if cfg.data.thorax_crop else ""),
         "backbone": cfg.model.backbone,
         "cam_layer": cfg.model.cam_layer,
         "threshold": threshold,

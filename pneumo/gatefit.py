@@ -17,10 +17,12 @@ from .population import PopulationGate
 
 
 def fit_gate(model: keras.Model, train: np.ndarray, val: np.ndarray,
-             adult_data: str | Path | None, percentile: float) -> PopulationGate:
+             adult_data: str | Path | None, percentile: float,
+             thorax: bool = False) -> PopulationGate:
     """The out-of-population gate of a bundle from the pooled gate-layer features of its
     training films (reference) and validation films (cut-offs), plus the adult films at
-    `adult_data` when given (read and pooled here through `model`)."""
+    `adult_data` when given (read and pooled here through `model`; `thorax`: the model reads
+    films cropped to the thorax)."""
     from .datasets import image_paths
     from .inference import pooled_outputs
     from .model import gate_layer
@@ -29,8 +31,8 @@ def fit_gate(model: keras.Model, train: np.ndarray, val: np.ndarray,
     layer = gate_layer(model)
     adults = None
     if adult_data:
-        adults = pooled_outputs(model, layer, load_images(image_paths(adult_data),
-                                                          int(model.input_shape[1])))
+        adults = pooled_outputs(model, layer, load_images(
+            image_paths(adult_data), int(model.input_shape[1]), thorax=thorax))
     return PopulationGate.fit(layer, train, val, adults, percentile)
 
 
@@ -53,13 +55,17 @@ def split_films(model_dir: Path, name: str, limit: int | None = None) -> pd.Data
 
 def split_pooled(model: keras.Model, model_dir: Path, name: str,
                  limit: int | None = None) -> np.ndarray:
-    """Pooled gate-layer features of one split of the bundle's `split.csv`."""
+    """Pooled gate-layer features of one split of the bundle's `split.csv`, each film
+    preprocessed as the bundle's model reads it."""
+    from .bundle import read_manifest
     from .inference import pooled_outputs
     from .model import gate_layer
-    from .preprocess import frame_images
+    from .preprocess import frame_images, thorax_of
 
     frame = split_films(model_dir, name, limit)
-    return pooled_outputs(model, gate_layer(model), frame_images(frame, int(model.input_shape[1])))
+    thorax = thorax_of(read_manifest(model_dir, verify=False))
+    return pooled_outputs(model, gate_layer(model),
+                          frame_images(frame, int(model.input_shape[1]), thorax=thorax))
 
 
 def refit_gate(model_dir: str | Path, adult_data: str | Path | None = None,
@@ -67,12 +73,14 @@ def refit_gate(model_dir: str | Path, adult_data: str | Path | None = None,
     """Refit `model_dir`'s gate on its training films (split.csv) and update the manifest."""
     from .bundle import read_manifest, refresh_hashes
     from .model import load_bundle_model
+    from .preprocess import thorax_of
 
     model_dir = Path(model_dir)
-    read_manifest(model_dir, verify=True)
+    manifest = read_manifest(model_dir, verify=True)
     model = load_bundle_model(model_dir)
     gate = fit_gate(model, split_pooled(model, model_dir, "train"),
-                    split_pooled(model, model_dir, "val"), adult_data, percentile)
+                    split_pooled(model, model_dir, "val"), adult_data, percentile,
+                    thorax_of(manifest))
     gate.save(model_dir / "gate.npz")
     refresh_hashes(model_dir, gate={"file": "gate.npz", **gate.describe()})
     return {"bundle": str(model_dir), "gate": gate.describe()}
@@ -87,9 +95,10 @@ def cross_source_adult_rates(model_dir: str | Path, adult_root: str | Path,
     validation films, as the trainer sets them. Returns {"fitted on A, tested on B":
     {"images": n, "flagged": k}} (the form of metrics.json's `gate_adult_cross_source`).
     """
+    from .bundle import read_manifest
     from .inference import pooled_outputs
     from .model import gate_layer, load_bundle_model
-    from .preprocess import load_images
+    from .preprocess import load_images, thorax_of
 
     model_dir, adult_root = Path(model_dir), Path(adult_root)
     model = load_bundle_model(model_dir)
@@ -97,8 +106,9 @@ def cross_source_adult_rates(model_dir: str | Path, adult_root: str | Path,
     pooled = {name: split_pooled(model, model_dir, name, n)
               for name, n in (("train", n_train), ("val", n_val))}
     manifest = pd.read_csv(adult_root / "manifest.csv")
+    thorax = thorax_of(read_manifest(model_dir, verify=False))
     by_source = {source: pooled_outputs(model, layer, load_images(
-        [str(adult_root / p) for p in rows["path"]], size))
+        [str(adult_root / p) for p in rows["path"]], size, thorax=thorax))
         for source, rows in manifest.groupby("source")}
     rates = {}
     for fit_on, adults in by_source.items():

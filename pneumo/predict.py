@@ -40,7 +40,8 @@ from .lungs import note_fields
 from .layers import CAM_LAYER
 from .population import (UNLIKE_TRAINING, Flag, header_flags, image_flags,
                          turned_back_inputs)
-from .preprocess import to_model_input
+from .preprocess import thorax_of, to_model_input
+from .thorax import Box, paste_back, thorax_crop
 from .verdict import REVIEW
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,7 @@ class Predictor:
         self.threshold = self.operating_point.threshold
         self.temperature = self.operating_point.temperature
         self.image_size = int(manifest["image_size"])
+        self.thorax = thorax_of(manifest)  # the model reads films cropped to the thorax
         self.cam_layer = manifest.get("cam_layer", CAM_LAYER)
         self.precision = precision
         self._keras_lock = threading.Lock()
@@ -231,21 +233,34 @@ class Predictor:
         if cam not in CAM_METHODS:
             raise PneumoError(f"cam must be one of {CAM_METHODS}, received {cam!r}")
         image = read_image(source, name, model_size=self.image_size)
-        x = to_model_input(image.pixels, self.image_size)
+        x, box = self._model_input(image)
         batch = tta_views(x) if tta else x[None]
         # Only the first view's heatmap is shown: the other views only feed the spread.
         out = self.backend.forward(batch, cam_rows=1 if cam == "gradcam" else 0)
         probs = self._calibrate(out["logit"])
-        return self._result(image, probs, out["gate"][0], self._heatmap(out, 0, x, image, cam),
-                            cam, x)
+        return self._result(image, probs, out["gate"][0],
+                            self._heatmap(out, 0, x, image, cam, box), cam, x)
+
+    def _model_input(self, image: XrayImage) -> tuple[np.ndarray, Box | None]:
+        """The film as the model reads it, and the box it was cropped from (None: the whole
+        frame)."""
+        x = to_model_input(image.pixels, self.image_size)
+        if not self.thorax:
+            return x, None
+        return thorax_crop(x)
 
     def _heatmap(self, out: dict[str, np.ndarray], row: int, x: np.ndarray, image: XrayImage,
-                 cam: str) -> np.ndarray | None:
-        if cam == "gradcam":
-            return _resize(out["cam"][row], image.size)
+                 cam: str, box: Box | None = None) -> np.ndarray | None:
         if cam == "none":
             return None
-        return self.explainer.explain(x, method=cam, output_size=image.size)
+        if box is None:
+            if cam == "gradcam":
+                return _resize(out["cam"][row], image.size)
+            return self.explainer.explain(x, method=cam, output_size=image.size)
+        heat = (out["cam"][row] if cam == "gradcam"
+                else self.explainer.explain(x, method=cam, output_size=x.shape[:2]))
+        # The crop's map where the crop came from, zero outside: the model never saw outside.
+        return np.clip(paste_back(heat, box, image.size), 0.0, 1.0)
 
     def _calibrate(self, logits: np.ndarray) -> np.ndarray:
         # metrics.apply_temperature's arithmetic, not its import: pneumo.metrics loads
@@ -338,7 +353,7 @@ class Predictor:
         per_call = max(1, batch_size // len(TTA_VIEWS)) if tta else max(1, batch_size)
         prepared = _prefetch((self._prepare(source, names[i] if names else None)
                               for i, source in enumerate(sources)), depth=2 * per_call)
-        pending: list[tuple[int, XrayImage, np.ndarray]] = []
+        pending: list[tuple[int, XrayImage, np.ndarray, Box | None]] = []
         done: dict[int, PredictionResult | PneumoError] = {}
         emitted = 0
         for i, item in enumerate(prepared):
@@ -359,18 +374,19 @@ class Predictor:
             emitted += 1
 
     def _prepare(self, source: ImageSource, name: str | None
-                 ) -> tuple[XrayImage, np.ndarray] | PneumoError:
-        """One source decoded and squashed to the model input, or its error."""
+                 ) -> tuple[XrayImage, np.ndarray, Box | None] | PneumoError:
+        """One source decoded and squashed to the model input (and its crop), or its error."""
         try:
             image = read_image(source, name, model_size=self.image_size)
         except ImageError as exc:
             return exc
-        return image, to_model_input(image.pixels, self.image_size)
+        return (image, *self._model_input(image))
 
     def _run_batch(self, pending, cam: str, tta: bool = False
                    ) -> dict[int, PredictionResult]:
-        """Results of decoded films [(index, image, model input)], by index: one invoke."""
-        inputs = np.stack([x for _, _, x in pending])
+        """Results of decoded films [(index, image, model input, crop box)], by index: one
+        invoke."""
+        inputs = np.stack([x for _, _, x, _ in pending])
         n = len(inputs)
         # View-major with TTA: rows [v * n + k] are view v of image k, so the first n rows are
         # the unshifted images - their gate features and heatmaps, as in `predict`.
@@ -380,8 +396,8 @@ class Predictor:
         probs = self._calibrate(out["logit"]).reshape(-1, n)
         rows = self._gate_rows(out["gate"][:n])
         return {i: self._result(image, probs[:, k], out["gate"][k],
-                                self._heatmap(out, k, x, image, cam), cam, x, rows[k])
-                for k, (i, image, x) in enumerate(pending)}
+                                self._heatmap(out, k, x, image, cam, box), cam, x, rows[k])
+                for k, (i, image, x, box) in enumerate(pending)}
 
     def _gate_rows(self, features: np.ndarray) -> list[tuple | None]:
         """The gate's scores of a batch's films in one product, split into one row a film

@@ -26,11 +26,12 @@ import numpy as np
 JPEG_QUALITY = 75  # the quality of the training films (PIL's default)
 
 
-def to_model_input(gray: np.ndarray, size: int = 224) -> np.ndarray:
+def to_model_input(gray: np.ndarray, size: int = 224, thorax: bool = False) -> np.ndarray:
     """Turn a grayscale image in [0, 1] (H, W) into the model's input (size, size, 3) uint8.
 
     Area interpolation for shrinking (it averages, as a downsampled film should), linear for
-    the rare enlargement. uint8 because that is what training saw.
+    the rare enlargement. uint8 because that is what training saw. `thorax`: then cropped to
+    the film's lung fields (`pneumo.thorax`), for a bundle trained that way.
     """
     if gray.ndim != 2:
         raise ValueError(f"expected a 2-D grayscale array, received shape {gray.shape}")
@@ -40,7 +41,12 @@ def to_model_input(gray: np.ndarray, size: int = 224) -> np.ndarray:
         interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
         gray = cv2.resize(gray.astype(np.float32), (size, size), interpolation=interp)
     quantised = np.clip(np.rint(gray * 255.0), 0, 255).astype(np.uint8)
-    return np.repeat(jpeg_roundtrip(quantised)[:, :, None], 3, axis=2)
+    x = np.repeat(jpeg_roundtrip(quantised)[:, :, None], 3, axis=2)
+    if thorax:
+        from .thorax import thorax_crop
+
+        x = thorax_crop(x)[0]
+    return x
 
 
 def jpeg_roundtrip(gray_u8: np.ndarray, quality: int = JPEG_QUALITY) -> np.ndarray:
@@ -51,21 +57,22 @@ def jpeg_roundtrip(gray_u8: np.ndarray, quality: int = JPEG_QUALITY) -> np.ndarr
     return cv2.imdecode(buffer, cv2.IMREAD_GRAYSCALE)
 
 
-def load_model_input(source, size: int = 224) -> np.ndarray:
+def load_model_input(source, size: int = 224, thorax: bool = False) -> np.ndarray:
     """Read any supported image and preprocess it: the path shared by training and serving."""
     from .imageio import read_image
 
-    return to_model_input(read_image(source, model_size=size).pixels, size)
+    return to_model_input(read_image(source, model_size=size).pixels, size, thorax)
 
 
 def load_images(
-    paths: list[str], size: int, progress: Callable[[int], None] | None = None
+    paths: list[str], size: int, progress: Callable[[int], None] | None = None,
+    thorax: bool = False,
 ) -> np.ndarray:
     """Decode and preprocess every path into one uint8 array (N, size, size, 3)."""
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
 
     def work(i: int) -> int:
-        out[i] = load_model_input(paths[i], size)
+        out[i] = load_model_input(paths[i], size, thorax)
         return i
 
     with ThreadPoolExecutor(max_workers=2) as pool:  # PIL and cv2 release the GIL
@@ -75,6 +82,12 @@ def load_images(
     return out
 
 
-def frame_images(frame, size: int, progress: Callable[[int], None] | None = None) -> np.ndarray:
+def frame_images(frame, size: int, progress: Callable[[int], None] | None = None,
+                 thorax: bool = False) -> np.ndarray:
     """`load_images` over a data table's `path` column."""
-    return load_images(frame["path"].tolist(), size, progress)
+    return load_images(frame["path"].tolist(), size, progress, thorax)
+
+
+def thorax_of(manifest: dict) -> bool:
+    """Whether a bundle's model reads films cropped to the thorax (`data.thorax_crop`)."""
+    return bool(manifest.get("thorax_crop", False))

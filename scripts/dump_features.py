@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pneumo.datasets import discover  # noqa: E402
 from pneumo.layers import DEFAULT_IMAGE_SIZE, FEATURES_LAYER, LOGIT_LAYER  # noqa: E402
-from pneumo.preprocess import load_model_input  # noqa: E402
+from pneumo.bundle import read_manifest  # noqa: E402
+from pneumo.preprocess import load_model_input, thorax_of  # noqa: E402
 
 POOLED = ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out")
 
@@ -63,13 +64,14 @@ def dump(args: argparse.Namespace, names: tuple[str, ...], run) -> None:
     """One .npz per --set: `names` arrays from `run(batch)`, plus path, label, patient_id."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    thorax = thorax_of(read_manifest(Path(args.model), verify=False))  # as the bundle's model reads
     for spec in args.set:
         name, path = spec.split("=", 1)
         frame = discover(path, "evaluate")
         parts: list[list[np.ndarray]] = [[] for _ in names]
         for first in range(0, len(frame), args.batch):
             chunk = frame.path.iloc[first:first + args.batch]
-            x = np.stack([load_model_input(p, DEFAULT_IMAGE_SIZE)
+            x = np.stack([load_model_input(p, DEFAULT_IMAGE_SIZE, thorax)
                           for p in chunk]).astype(np.float32)
             for store, value in zip(parts, run(x)):
                 store.append(np.asarray(value, np.float32))

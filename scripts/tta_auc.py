@@ -37,7 +37,8 @@ def main() -> None:
     predictor = Predictor.load(args.model)
     frame = discover(args.data, "evaluate")
     logits = np.stack([
-        predictor.backend.forward(tta_views(load_model_input(path, predictor.image_size)),
+        predictor.backend.forward(tta_views(load_model_input(path, predictor.image_size,
+                                                     predictor.thorax)),
                                   cam_rows=0)["logit"].reshape(-1)
         for path in frame["path"]])
     labels = frame["label"].to_numpy()

@@ -152,7 +152,8 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False) 
     parts = {s: frame[frame.split == s].reset_index(drop=True) for s in ("train", "val", "test")}
     log.info("split by patient: " + ", ".join(
         f"{s} {len(p)} images / {p.patient_id.nunique()} patients" for s, p in parts.items()))
-    images = {s: frame_images(p, size) for s, p in parts.items() if len(p)}
+    images = {s: frame_images(p, size, thorax=cfg.data.thorax_crop)
+              for s, p in parts.items() if len(p)}
     labels = {s: p["label"].to_numpy() for s, p in parts.items()}
     load_seconds = time.perf_counter() - t0
     log.info(f"decoded {sum(len(v) for v in images.values())} images in {load_seconds:.0f}s")
