@@ -44,6 +44,7 @@ def _differences(a: Config, b: Config) -> dict[str, tuple]:
     ("penalty2.yaml", "penalty2_seed7.yaml", {"train.seed": (None, 7)}),
     ("lungs.yaml", "lungs_seed7.yaml", {"train.seed": (None, 7)}),
     ("lungs.yaml", "thorax.yaml", {"data.thorax_crop": (False, True)}),
+    ("thorax.yaml", "thorax_seed7.yaml", {"train.seed": (None, 7)}),
 ])
 def test_experiment_configs_change_only_what_docs_say(parent, child, changed):
     """docs/experiments.md reads gen7 as gen5 with the penalty doubled, and its second run as
