@@ -229,7 +229,9 @@ def test_training_learns_what_the_labels_say(tmp_path, cache_views):
         return roc_auc_score(truth, [r.probability for r in predictor.predict_batch(films)])
 
     assert auc_after_training_on(data, "true") >= 0.9
-    assert auc_after_training_on(swapped, "swapped") <= 0.2
+    # Backwards, not exactly 0: the streaming path (parallel tf.data maps) is not bit-
+    # reproducible, and one CI run gave 0.27; a pipeline that lost the labels gives ~0.99.
+    assert auc_after_training_on(swapped, "swapped") <= 0.35
 
 
 def test_cached_and_streaming_paths_take_the_same_first_step():
