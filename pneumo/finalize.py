@@ -29,16 +29,22 @@ from .model import clone_with_precision, gate_layer
 from .modelcard import model_card
 from .operating_point import fit_operating_point
 
-PREPROCESSING = (
+_READ_AND_SQUASH = (
     "read_image: decode to grayscale float [0,1] (8-bit /255; 16-bit by the bits used; DICOM: "
     "modality LUT, then the VOI window mapped to black..white or the data's min..max when "
     "there is none, MONOCHROME1 inverted, first frame) -> to_model_input: squash to SxS "
-    "(cv2 INTER_AREA when shrinking, no letterbox), round to uint8, repeat to 3 channels -> "
-    "model: ResNet caffe preprocessing (BGR, ImageNet mean) inside the graph"
+    "(cv2 INTER_AREA when shrinking, no letterbox), round to uint8, repeat to 3 channels"
 )
+_MODEL_STEP = " -> model: ResNet caffe preprocessing (BGR, ImageNet mean) inside the graph"
+PREPROCESSING = _READ_AND_SQUASH + _MODEL_STEP
 
 THORAX_STEP = (" -> crop (data.thorax_crop): the squashed film cut to its lung fields' box "
                "widened by pneumo.thorax.THORAX_MARGIN each side, stretched back to SxS")
+
+
+def preprocessing_text(thorax: bool) -> str:
+    """The manifest's account of the preprocessing, in the order the steps run."""
+    return _READ_AND_SQUASH + (THORAX_STEP if thorax else "") + _MODEL_STEP
 
 
 def prediction_table(part: pd.DataFrame, logits: np.ndarray, temperature: float,
@@ -114,7 +120,7 @@ def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame]
         "image_size": cfg.data.image_size,
         "thorax_crop": bool(cfg.data.thorax_crop),
         "input": "float32 (N, S, S, 3) RGB pixels in 0..255",
-        "preprocessing": PREPROCESSING + (THORAX_STEP if cfg.data.thorax_crop else ""),
+        "preprocessing": preprocessing_text(cfg.data.thorax_crop),
         "backbone": cfg.model.backbone,
         "cam_layer": cfg.model.cam_layer,
         "threshold": threshold,

@@ -99,3 +99,12 @@ def test_serving_reads_the_film_training_read(tiny_bundle, thorax_bundle, tmp_pa
         # Zero outside the crop: the frame's corners lie outside any lung box.
         assert heat[:5, :5].max() == 0 and heat[-5:, -5:].max() == 0
         assert heat.max() > 0
+
+
+def test_the_manifest_names_the_crop_before_the_model():
+    from pneumo.finalize import preprocessing_text
+
+    plain, cropped = preprocessing_text(False), preprocessing_text(True)
+    assert "crop" not in plain and "crop (data.thorax_crop)" in cropped
+    # the steps in the order they run: squash, crop, then the network's own preprocessing
+    assert cropped.index("to_model_input") < cropped.index("crop (") < cropped.index("-> model:")
