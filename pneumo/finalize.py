@@ -36,15 +36,13 @@ _READ_AND_SQUASH = (
     "(cv2 INTER_AREA when shrinking, no letterbox), round to uint8, repeat to 3 channels"
 )
 _MODEL_STEP = " -> model: ResNet caffe preprocessing (BGR, ImageNet mean) inside the graph"
-PREPROCESSING = _READ_AND_SQUASH + _MODEL_STEP
-
-THORAX_STEP = (" -> crop (data.thorax_crop): the squashed film cut to its lung fields' box "
-               "widened by pneumo.thorax.THORAX_MARGIN each side, stretched back to SxS")
+_THORAX_STEP = (" -> crop (data.thorax_crop): the squashed film cut to its lung fields' box "
+                "widened by pneumo.thorax.THORAX_MARGIN each side, stretched back to SxS")
 
 
 def preprocessing_text(thorax: bool) -> str:
     """The manifest's account of the preprocessing, in the order the steps run."""
-    return _READ_AND_SQUASH + (THORAX_STEP if thorax else "") + _MODEL_STEP
+    return _READ_AND_SQUASH + (_THORAX_STEP if thorax else "") + _MODEL_STEP
 
 
 def prediction_table(part: pd.DataFrame, logits: np.ndarray, temperature: float,
