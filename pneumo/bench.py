@@ -223,24 +223,27 @@ def serving_stages(predictor, image: bytes, runs: int = 20) -> dict[str, Any]:
     from .imageio import read_image
     from .lungs import note_fields
     from .predict import _resize, tta_views
-    from .preprocess import to_model_input
 
     size = predictor.image_size
     decoded = read_image(image, model_size=size)
-    x = to_model_input(decoded.pixels, size, predictor.thorax)
-    views = tta_views(x)
+    x, _, gate_x = predictor.model_input(decoded)
+    # The invoke as predict runs it: the views, and the whole film's row where the gate reads
+    # it beside a thorax crop.
+    model_rows = len(tta_views(x))
+    views = predictor.with_gate_rows(tta_views(x), gate_x[None])
     out = predictor.backend.forward(views, cam_rows=1)
     heat = _resize(out["cam"][0], decoded.size)
     conv = predictor.backend.model.run(views)["conv"] if hasattr(predictor.backend, "model") \
         else None
     stages = {
         "decode": lambda: read_image(image, model_size=size),
-        "squash": lambda: to_model_input(decoded.pixels, size, predictor.thorax),
+        "squash": lambda: predictor.model_input(decoded),
         "views": lambda: tta_views(x),
         "invoke": lambda: predictor.backend.forward(views, cam_rows=0),
         "cam": lambda: _resize(_cam_of_first_view(predictor.backend, conv), decoded.size),
         "lung_note": lambda: hottest_outside_lungs(heat, note_fields(decoded.pixels)[1]),
-        "gate": lambda: predictor._population_flags(decoded, out["gate"][0], x),
+        "gate": lambda: predictor._population_flags(
+            decoded, predictor.gate_features(out, model_rows, 1)[0], gate_x),
         "predict_total": lambda: predictor.predict(image, cam="gradcam", tta=True),
     }
     report: dict[str, Any] = {"views": len(views), "decoded_size": list(decoded.size)}

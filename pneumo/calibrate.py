@@ -22,7 +22,7 @@ from .errors import DataError
 from .litert import HEAD_FILE, TFLITE_FILE
 from .metrics import THRESHOLD_METHODS, summary_metrics
 from .operating_point import SiteFit, check_site_labels, cross_validate, fit_site
-from .preprocess import thorax_of
+from .preprocess import gate_reads_own_input, thorax_of
 
 
 # --------------------------------------------------------------------------- the new bundle
@@ -142,7 +142,11 @@ def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Pat
     if out_dir.resolve() == model_dir.resolve():
         raise DataError("--out must differ from --model: the original bundle is never changed")
     manifest = read_manifest(model_dir, verify=True)
-    frame, images = read_site(data, int(manifest["image_size"]), thorax_of(manifest))
+    size = int(manifest["image_size"])
+    frame, images = read_site(data, size, thorax_of(manifest))
+    # The gate's cut-offs are set on the films as the gate reads them (the whole film, also
+    # for a thorax bundle: `pneumo.preprocess.gate_reads_crop`).
+    gate_images = images if gate_reads_own_input(manifest) else read_site(data, size)[1]
     unchanged = serves_unchanged(manifest, adapt)
     forward = (_ServedForward(model_dir, manifest["litert"]) if unchanged
                else _KerasForward(model_dir, adapt))
@@ -164,14 +168,14 @@ def calibrate_bundle(model_dir: str | Path, data: str | Path, out_dir: str | Pat
     gate_summary: dict[str, Any] = {}
     gate = load_gate(out_dir / "gate.npz")
     if hasattr(gate, "set_cutoffs"):  # a population gate: the site's films are in population
-        pooled = forward.pooled(gate.layer, images)
+        pooled = forward.pooled(gate.layer, gate_images)
         gate_summary["site_flag_rate_before"] = gate.flag_rate(pooled)
         gate.set_cutoffs(pooled, f"site films {source or data}", keep_higher=True)
         gate_summary["site_flag_rate_after"] = gate.flag_rate(pooled)
         gate.save(out_dir / "gate.npz")
 
     rescored = _rescore_internal_splits(model_dir, out_dir, forward, fit,
-                                        int(manifest["image_size"]), bootstrap, seed,
+                                        size, bootstrap, seed,
                                         thorax_of(manifest))
     counts = {"NORMAL": int((labels == 0).sum()), "PNEUMONIA": int((labels == 1).sum())}
     provenance = {"data": source or str(data), "n_per_class": counts,

@@ -374,7 +374,7 @@ def _check_parity(bundle: Path, manifest: dict[str, Any], model,
     from .gatefit import split_films
     from .inference import site_outputs
     from .operating_point import threshold_policy
-    from .preprocess import frame_images, thorax_of
+    from .preprocess import frame_images, gate_reads_own_input, thorax_of
 
     policy = threshold_policy(manifest)
     point = {"threshold": float(manifest["threshold"]),
@@ -391,6 +391,9 @@ def _check_parity(bundle: Path, manifest: dict[str, Any], model,
         outputs = served.features_and_logits(images, keys=keys)
         if served_gate is not None:
             served_gate[name] = outputs.pop("gate")
+            if not gate_reads_own_input(manifest):  # a thorax bundle's gate reads whole films
+                served_gate[name] = served.features_and_logits(
+                    frame_images(frame, size), keys=("gate",))["gate"]
         report = parity({"features": features, "logit": logits}, outputs, frame, policy, point)
         reports[name] = report
         refit = refit or report

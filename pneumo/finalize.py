@@ -28,6 +28,7 @@ from .metrics import apply_temperature, reliability_curve, summary_metrics
 from .model import clone_with_precision, gate_layer
 from .modelcard import model_card
 from .operating_point import fit_operating_point
+from .preprocess import GATE_FULL_FRAME, frame_images
 
 _READ_AND_SQUASH = (
     "read_image: decode to grayscale float [0,1] (8-bit /255; 16-bit by the bits used; DICOM: "
@@ -37,7 +38,8 @@ _READ_AND_SQUASH = (
 )
 _MODEL_STEP = " -> model: ResNet caffe preprocessing (BGR, ImageNet mean) inside the graph"
 _THORAX_STEP = (" -> crop (data.thorax_crop): the squashed film cut to its lung fields' box "
-                "widened by pneumo.thorax.THORAX_MARGIN each side, stretched back to SxS")
+                "widened by pneumo.thorax.THORAX_MARGIN each side, stretched back to SxS "
+                "(the out-of-population gate reads the film before this crop)")
 
 
 def preprocessing_text(thorax: bool) -> str:
@@ -74,18 +76,17 @@ def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame]
     val = prediction_table(parts["val"], outputs["val"][1], temperature, out)
     test = prediction_table(parts[held_out], outputs[held_out][1], temperature, out)
 
-    if images is None:  # decoded again when the caller did not keep them
-        from .preprocess import frame_images
-
-        images = {s: frame_images(p, cfg.data.image_size, thorax=cfg.data.thorax_crop)
-                  for s, p in parts.items() if len(p)}
+    # The gate reads the whole squashed film, also when the model reads it cropped to the
+    # thorax (`pneumo.preprocess.gate_reads_crop` says why): such films are decoded again.
+    if images is None or cfg.data.thorax_crop:
+        images = {s: frame_images(p, cfg.data.image_size) for s, p in parts.items() if len(p)}
     # The gate reads the float32 model that serves, not the (maybe bfloat16) one that trained.
     portable = model if serving else clone_with_precision(model, cfg.model, "float32")
     portable.save(out / "model.keras")
     pooled = {s: pooled_outputs(portable, gate_layer(portable), images[s])
               for s in images if len(images[s])}
     gate = fit_gate(portable, pooled["train"], pooled["val"], cfg.train.gate_adult_data,
-                    cfg.train.gate_percentile, cfg.data.thorax_crop)
+                    cfg.train.gate_percentile)
     gate.save(out / "gate.npz")
     flag_rate = {s: gate.flag_rate(pooled[s]) for s in pooled}
 
@@ -117,6 +118,7 @@ def write_bundle(cfg: Config, model: keras.Model, parts: dict[str, pd.DataFrame]
         "positive_class": CLASS_NAMES[1],
         "image_size": cfg.data.image_size,
         "thorax_crop": bool(cfg.data.thorax_crop),
+        "gate_input": GATE_FULL_FRAME,
         "input": "float32 (N, S, S, 3) RGB pixels in 0..255",
         "preprocessing": preprocessing_text(cfg.data.thorax_crop),
         "backbone": cfg.model.backbone,

@@ -17,12 +17,11 @@ from .population import PopulationGate
 
 
 def fit_gate(model: keras.Model, train: np.ndarray, val: np.ndarray,
-             adult_data: str | Path | None, percentile: float,
-             thorax: bool = False) -> PopulationGate:
+             adult_data: str | Path | None, percentile: float) -> PopulationGate:
     """The out-of-population gate of a bundle from the pooled gate-layer features of its
     training films (reference) and validation films (cut-offs), plus the adult films at
-    `adult_data` when given (read and pooled here through `model`; `thorax`: the model reads
-    films cropped to the thorax)."""
+    `adult_data` when given (read and pooled here through `model`, whole films, as the gate
+    reads every film: `pneumo.preprocess.gate_reads_crop`)."""
     from .datasets import image_paths
     from .inference import pooled_outputs
     from .model import gate_layer
@@ -32,7 +31,7 @@ def fit_gate(model: keras.Model, train: np.ndarray, val: np.ndarray,
     adults = None
     if adult_data:
         adults = pooled_outputs(model, layer, load_images(
-            image_paths(adult_data), int(model.input_shape[1]), thorax=thorax))
+            image_paths(adult_data), int(model.input_shape[1])))
     return PopulationGate.fit(layer, train, val, adults, percentile)
 
 
@@ -54,35 +53,35 @@ def split_films(model_dir: Path, name: str, limit: int | None = None) -> pd.Data
 
 
 def split_pooled(model: keras.Model, model_dir: Path, name: str,
-                 limit: int | None = None) -> np.ndarray:
+                 limit: int | None = None, crop: bool = False) -> np.ndarray:
     """Pooled gate-layer features of one split of the bundle's `split.csv`, each film
-    preprocessed as the bundle's model reads it."""
-    from .bundle import read_manifest
+    preprocessed as the gate reads it (`crop`: cut to the thorax, as an old thorax bundle's
+    gate read it; else the whole film)."""
     from .inference import pooled_outputs
     from .model import gate_layer
-    from .preprocess import frame_images, thorax_of
+    from .preprocess import frame_images
 
     frame = split_films(model_dir, name, limit)
-    thorax = thorax_of(read_manifest(model_dir, verify=False))
     return pooled_outputs(model, gate_layer(model),
-                          frame_images(frame, int(model.input_shape[1]), thorax=thorax))
+                          frame_images(frame, int(model.input_shape[1]), thorax=crop))
 
 
 def refit_gate(model_dir: str | Path, adult_data: str | Path | None = None,
                percentile: float = 99.5) -> dict[str, Any]:
-    """Refit `model_dir`'s gate on its training films (split.csv) and update the manifest."""
+    """Refit `model_dir`'s gate on its training films (split.csv) and update the manifest.
+    The refitted gate reads the whole film (a thorax bundle's gate on crops is converted)."""
     from .bundle import read_manifest, refresh_hashes
     from .model import load_bundle_model
-    from .preprocess import thorax_of
+    from .preprocess import GATE_FULL_FRAME
 
     model_dir = Path(model_dir)
-    manifest = read_manifest(model_dir, verify=True)
+    read_manifest(model_dir, verify=True)
     model = load_bundle_model(model_dir)
     gate = fit_gate(model, split_pooled(model, model_dir, "train"),
-                    split_pooled(model, model_dir, "val"), adult_data, percentile,
-                    thorax_of(manifest))
+                    split_pooled(model, model_dir, "val"), adult_data, percentile)
     gate.save(model_dir / "gate.npz")
-    refresh_hashes(model_dir, gate={"file": "gate.npz", **gate.describe()})
+    refresh_hashes(model_dir, gate={"file": "gate.npz", **gate.describe()},
+                   gate_input=GATE_FULL_FRAME)
     return {"bundle": str(model_dir), "gate": gate.describe()}
 
 
@@ -98,17 +97,17 @@ def cross_source_adult_rates(model_dir: str | Path, adult_root: str | Path,
     from .bundle import read_manifest
     from .inference import pooled_outputs
     from .model import gate_layer, load_bundle_model
-    from .preprocess import load_images, thorax_of
+    from .preprocess import gate_reads_crop, load_images
 
     model_dir, adult_root = Path(model_dir), Path(adult_root)
     model = load_bundle_model(model_dir)
     layer, size = gate_layer(model), int(model.input_shape[1])
-    pooled = {name: split_pooled(model, model_dir, name, n)
+    crop = gate_reads_crop(read_manifest(model_dir, verify=False))
+    pooled = {name: split_pooled(model, model_dir, name, n, crop)
               for name, n in (("train", n_train), ("val", n_val))}
     manifest = pd.read_csv(adult_root / "manifest.csv")
-    thorax = thorax_of(read_manifest(model_dir, verify=False))
     by_source = {source: pooled_outputs(model, layer, load_images(
-        [str(adult_root / p) for p in rows["path"]], size, thorax=thorax))
+        [str(adult_root / p) for p in rows["path"]], size, thorax=crop))
         for source, rows in manifest.groupby("source")}
     rates = {}
     for fit_on, adults in by_source.items():

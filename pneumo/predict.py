@@ -40,7 +40,7 @@ from .lungs import note_fields
 from .layers import CAM_LAYER
 from .population import (UNLIKE_TRAINING, Flag, header_flags, image_flags,
                          turned_back_inputs)
-from .preprocess import thorax_of, to_model_input
+from .preprocess import gate_reads_own_input, thorax_of, to_model_input
 from .thorax import Box, paste_back, thorax_crop
 from .verdict import REVIEW
 
@@ -162,6 +162,8 @@ class Predictor:
         self.temperature = self.operating_point.temperature
         self.image_size = int(manifest["image_size"])
         self.thorax = thorax_of(manifest)  # the model reads films cropped to the thorax
+        # ... and the gate the whole film: one more row of the same invoke per film.
+        self.gate_whole = not gate_reads_own_input(manifest)
         self.cam_layer = manifest.get("cam_layer", CAM_LAYER)
         self.precision = precision
         self._keras_lock = threading.Lock()
@@ -233,21 +235,35 @@ class Predictor:
         if cam not in CAM_METHODS:
             raise PneumoError(f"cam must be one of {CAM_METHODS}, received {cam!r}")
         image = read_image(source, name, model_size=self.image_size)
-        x, box = self._model_input(image)
-        batch = tta_views(x) if tta else x[None]
+        x, box, gate_x = self.model_input(image)
+        views = tta_views(x) if tta else x[None]
         # Only the first view's heatmap is shown: the other views only feed the spread.
-        out = self.backend.forward(batch, cam_rows=1 if cam == "gradcam" else 0)
-        probs = self._calibrate(out["logit"])
-        return self._result(image, probs, out["gate"][0],
-                            self._heatmap(out, 0, x, image, cam, box), cam, x)
+        out = self.backend.forward(self.with_gate_rows(views, gate_x[None]),
+                                   cam_rows=1 if cam == "gradcam" else 0)
+        probs = self._calibrate(out["logit"][:len(views)])
+        return self._result(image, probs, self.gate_features(out, len(views), 1)[0],
+                            self._heatmap(out, 0, x, image, cam, box), cam, gate_x)
 
-    def _model_input(self, image: XrayImage) -> tuple[np.ndarray, Box | None]:
-        """The film as the model reads it, and the box it was cropped from (None: the whole
-        frame)."""
-        x = to_model_input(image.pixels, self.image_size)
+    def model_input(self, image: XrayImage) -> tuple[np.ndarray, Box | None, np.ndarray]:
+        """The film as the model reads it, the box it was cropped from (None: the whole
+        frame), and the film as the gate reads it (the whole film, unless an old thorax
+        bundle's gate was fitted on crops)."""
+        whole = to_model_input(image.pixels, self.image_size)
         if not self.thorax:
-            return x, None
-        return thorax_crop(x)
+            return whole, None, whole
+        x, box = thorax_crop(whole)
+        return x, box, whole if self.gate_whole else x
+
+    def with_gate_rows(self, batch: np.ndarray, gate_inputs: np.ndarray) -> np.ndarray:
+        """The rows of one invoke: the model's inputs, then, when the gate reads the whole film
+        and the model a crop, the whole films (one row each) whose gate features are read."""
+        return np.concatenate([batch, gate_inputs]) if self.gate_whole else batch
+
+    def gate_features(self, out: dict[str, np.ndarray], model_rows: int,
+                      n: int) -> np.ndarray:
+        """The gate features of the `n` films of an invoke of `with_gate_rows`, whose first
+        `model_rows` rows are the model's (the first `n` of them the unshifted films)."""
+        return out["gate"][model_rows:] if self.gate_whole else out["gate"][:n]
 
     def _heatmap(self, out: dict[str, np.ndarray], row: int, x: np.ndarray, image: XrayImage,
                  cam: str, box: Box | None = None) -> np.ndarray | None:
@@ -270,6 +286,7 @@ class Predictor:
     def _result(self, image: XrayImage, probs: np.ndarray, features: np.ndarray,
                 heatmap: np.ndarray | None, cam: str, x: np.ndarray,
                 scores: tuple | None = None) -> PredictionResult:
+        """`x`: the film as the gate reads it (its turned copies name an orientation)."""
         probability = float(probs[0])
         spread = float(np.std(probs)) if len(probs) > 1 else 0.0
         ood, flags = self._population_flags(image, features, x, scores)
@@ -353,7 +370,7 @@ class Predictor:
         per_call = max(1, batch_size // len(TTA_VIEWS)) if tta else max(1, batch_size)
         prepared = _prefetch((self._prepare(source, names[i] if names else None)
                               for i, source in enumerate(sources)), depth=2 * per_call)
-        pending: list[tuple[int, XrayImage, np.ndarray, Box | None]] = []
+        pending: list[tuple[int, XrayImage, np.ndarray, Box | None, np.ndarray]] = []
         done: dict[int, PredictionResult | PneumoError] = {}
         emitted = 0
         for i, item in enumerate(prepared):
@@ -374,30 +391,34 @@ class Predictor:
             emitted += 1
 
     def _prepare(self, source: ImageSource, name: str | None
-                 ) -> tuple[XrayImage, np.ndarray, Box | None] | PneumoError:
-        """One source decoded and squashed to the model input (and its crop), or its error."""
+                 ) -> tuple[XrayImage, np.ndarray, Box | None, np.ndarray] | PneumoError:
+        """One source decoded and squashed to the model input (its crop box, the gate's
+        input), or its error."""
         try:
             image = read_image(source, name, model_size=self.image_size)
         except ImageError as exc:
             return exc
-        return (image, *self._model_input(image))
+        return (image, *self.model_input(image))
 
     def _run_batch(self, pending, cam: str, tta: bool = False
                    ) -> dict[int, PredictionResult]:
-        """Results of decoded films [(index, image, model input, crop box)], by index: one
-        invoke."""
-        inputs = np.stack([x for _, _, x, _ in pending])
+        """Results of decoded films [(index, image, model input, crop box, gate input)], by
+        index: one invoke."""
+        inputs = np.stack([x for _, _, x, _, _ in pending])
         n = len(inputs)
         # View-major with TTA: rows [v * n + k] are view v of image k, so the first n rows are
         # the unshifted images - their gate features and heatmaps, as in `predict`.
         batch = np.stack([tta_views(x) for x in inputs], axis=1).reshape(
             (-1, *inputs.shape[1:])) if tta else inputs
-        out = self.backend.forward(batch, cam_rows=n if cam == "gradcam" else 0)
-        probs = self._calibrate(out["logit"]).reshape(-1, n)
-        rows = self._gate_rows(out["gate"][:n])
-        return {i: self._result(image, probs[:, k], out["gate"][k],
-                                self._heatmap(out, k, x, image, cam, box), cam, x, rows[k])
-                for k, (i, image, x, box) in enumerate(pending)}
+        gate_inputs = np.stack([g for *_, g in pending])
+        out = self.backend.forward(self.with_gate_rows(batch, gate_inputs),
+                                   cam_rows=n if cam == "gradcam" else 0)
+        probs = self._calibrate(out["logit"][:len(batch)]).reshape(-1, n)
+        features = self.gate_features(out, len(batch), n)
+        rows = self._gate_rows(features)
+        return {i: self._result(image, probs[:, k], features[k],
+                                self._heatmap(out, k, x, image, cam, box), cam, g, rows[k])
+                for k, (i, image, x, box, g) in enumerate(pending)}
 
     def _gate_rows(self, features: np.ndarray) -> list[tuple | None]:
         """The gate's scores of a batch's films in one product, split into one row a film

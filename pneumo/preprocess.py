@@ -91,3 +91,24 @@ def frame_images(frame, size: int, progress: Callable[[int], None] | None = None
 def thorax_of(manifest: dict) -> bool:
     """Whether a bundle's model reads films cropped to the thorax (`data.thorax_crop`)."""
     return bool(manifest.get("thorax_crop", False))
+
+
+# manifest["gate_input"] of a bundle whose out-of-population gate reads the whole squashed film,
+# also where the model reads it cropped to the thorax.
+GATE_FULL_FRAME = "full_frame"
+
+
+def gate_reads_crop(manifest: dict) -> bool:
+    """Whether a bundle's gate reads the model's cropped input: only a thorax bundle whose gate
+    was fitted before gates read the whole film (no `gate_input` key; `refit-gate` converts it).
+
+    Why the whole film: the crop takes away what tells a child from an adult and an upright
+    film from an inverted one (body size, framing, shoulders, abdomen). Measured with gen9 seed
+    7 (docs/experiments.md): gate on the crop, 5 of 300 internal test films refused and 76% of
+    inverted films named inverted; on the whole film, 1 of 300 and 94.5%."""
+    return thorax_of(manifest) and manifest.get("gate_input") != GATE_FULL_FRAME
+
+
+def gate_reads_own_input(manifest: dict) -> bool:
+    """Whether the gate reads exactly what the model reads (no separate whole-film row)."""
+    return not thorax_of(manifest) or gate_reads_crop(manifest)

@@ -27,13 +27,16 @@ def predictor():
 
 
 @pytest.fixture(scope="module")
-def calibration(shared_data):
+def calibration(shared_data, predictor):
+    """The 328 calibration/ films, read as the shipped model reads them (cut to the thorax
+    when it was trained so)."""
     from pneumo.datasets import discover
-    from pneumo.preprocess import load_model_input
+    from pneumo.preprocess import load_model_input, thorax_of
 
     frame = discover(shared_data / "chest_xray" / "calibration", "evaluate")
     assert len(frame) == 328
-    return frame, np.stack([load_model_input(p, 224) for p in frame.path])
+    thorax = thorax_of(predictor.manifest)
+    return frame, np.stack([load_model_input(p, 224, thorax) for p in frame.path])
 
 
 def test_manifest_and_metrics_agree(predictor):

@@ -302,18 +302,27 @@ def _real_films() -> list[Path]:
 
 def _gradcam_correlations(predictor: Predictor, films: list[Path]) -> list[float]:
     """Per film: correlation of the predictor's Grad-CAM with tf-keras-vis Grad-CAM of the
-    bundle's Keras model (films where tf-keras-vis finds no evidence are left out)."""
+    bundle's Keras model on the same model input (films where tf-keras-vis finds no evidence
+    are left out). For a bundle that reads films cut to the thorax both maps are compared
+    inside the box the crop came from (outside it the served map is zero by construction)."""
     from pneumo.imageio import read_image
-    from pneumo.preprocess import to_model_input
+    from pneumo.thorax import paste_back
 
     found = []
     for film in films:
         heat = predictor.predict(film, tta=False).heatmap
         image = read_image(film)
-        x = to_model_input(image.pixels, predictor.image_size)
-        reference = predictor.explainer.explain(x, method="gradcam-tfkv", output_size=image.size)
+        x, box, _ = predictor.model_input(image)
+        if box is None:
+            reference = predictor.explainer.explain(x, method="gradcam-tfkv",
+                                                    output_size=image.size)
+            inside = np.ones(image.size, bool)
+        else:
+            reference = paste_back(predictor.explainer.explain(
+                x, method="gradcam-tfkv", output_size=x.shape[:2]), box, image.size)
+            inside = paste_back(np.ones(x.shape[:2], np.float32), box, image.size) > 0.5
         if reference.max() > 0:
-            found.append(float(np.corrcoef(heat.ravel(), reference.ravel())[0, 1]))
+            found.append(float(np.corrcoef(heat[inside], reference[inside])[0, 1]))
     return found
 
 

@@ -108,3 +108,78 @@ def test_the_manifest_names_the_crop_before_the_model():
     assert "crop" not in plain and "crop (data.thorax_crop)" in cropped
     # the steps in the order they run: squash, crop, then the network's own preprocessing
     assert cropped.index("to_model_input") < cropped.index("crop (") < cropped.index("-> model:")
+
+
+def _gate_on_crops(bundle, tmp_path):
+    """A copy of `bundle` as a thorax bundle fitted before gates read the whole film: its
+    manifest has no `gate_input`, so its gate reads the crop."""
+    copy = tmp_path / "gate_on_crops"
+    shutil.copytree(bundle, copy)
+    refresh_hashes(copy, thorax_crop=True, gate_input=None)
+    return copy
+
+
+def _films(tmp_path, n=3):
+    films = []
+    for seed in range(n):
+        path = tmp_path / f"gate_film{seed}.png"
+        film = synthetic_film(seed=seed + 10, dx=0.04 * (seed - 1), scale=1.0 - 0.05 * seed)[0]
+        cv2.imwrite(str(path), cv2.resize(film, (300, 260)))
+        films.append(str(path))
+    return films
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_the_gate_reads_the_whole_film_beside_the_crop(tiny_bundle, thorax_bundle, tmp_path, tta):
+    """A thorax bundle's gate scores the whole film, as the uncropped bundle's gate does, in
+    `predict` and in batches, while its probability stays the crop's; a bundle whose gate was
+    fitted on crops still reads crops."""
+    from pneumo.predict import Predictor
+
+    films = _films(tmp_path)
+    cropped, whole = Predictor.load(thorax_bundle), Predictor.load(tiny_bundle)
+    on_crops = Predictor.load(_gate_on_crops(tiny_bundle, tmp_path))
+    assert cropped.gate_whole and not whole.gate_whole and not on_crops.gate_whole
+
+    def scores(predictor):
+        single = [predictor.predict(f, tta=tta) for f in films]
+        batch = predictor.predict_batch(films, tta=tta)
+        return (np.array([r.ood_score for r in single]), np.array([r.ood_score for r in batch]),
+                np.array([r.probability for r in single]))
+
+    crop_single, crop_batch, crop_prob = scores(cropped)
+    whole_single, whole_batch, whole_prob = scores(whole)
+    old_single, old_batch, old_prob = scores(on_crops)
+    np.testing.assert_allclose(crop_single, whole_single, rtol=1e-4)
+    np.testing.assert_allclose(crop_batch, whole_batch, rtol=1e-4)
+    # The model itself reads the crop: its probabilities are the gate-on-crops copy's.
+    np.testing.assert_allclose(crop_prob, old_prob, atol=1e-6)
+    assert np.abs(crop_prob - whole_prob).max() > 1e-4
+    # A gate on crops scores other features: the check above can tell the two apart.
+    assert np.abs(old_single - whole_single).max() > 1e-3 * np.abs(whole_single).max()
+    np.testing.assert_allclose(old_single, old_batch, rtol=1e-4)
+
+
+def test_refit_gate_fits_a_thorax_bundles_gate_on_whole_films(tiny_bundle, tmp_path):
+    """`refit-gate` on a thorax bundle whose gate read crops gives the gate the uncropped
+    bundle's refit gives, array by array, and records that it reads the whole film."""
+    from pneumo.bundle import read_manifest
+    from pneumo.gatefit import refit_gate
+    from pneumo.preprocess import GATE_FULL_FRAME, gate_reads_crop
+
+    old = _gate_on_crops(tiny_bundle, tmp_path)
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_bundle, plain)
+    assert gate_reads_crop(read_manifest(old))
+    refit_gate(old)
+    refit_gate(plain)
+    manifest = read_manifest(old, verify=True)
+    assert manifest["gate_input"] == GATE_FULL_FRAME and not gate_reads_crop(manifest)
+    converted, reference = np.load(old / "gate.npz"), np.load(plain / "gate.npz")
+    assert sorted(converted.files) == sorted(reference.files)
+    for key in reference.files:
+        if reference[key].dtype.kind in "fiu":
+            np.testing.assert_allclose(converted[key], reference[key], rtol=1e-5, atol=1e-7,
+                                       err_msg=key)
+        else:
+            assert (converted[key] == reference[key]).all(), key
