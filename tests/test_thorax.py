@@ -183,3 +183,31 @@ def test_refit_gate_fits_a_thorax_bundles_gate_on_whole_films(tiny_bundle, tmp_p
                                        err_msg=key)
         else:
             assert (converted[key] == reference[key]).all(), key
+
+
+def test_calibrate_sets_a_thorax_bundles_gate_cutoffs_on_whole_films(tiny_bundle, thorax_bundle,
+                                                                      tmp_path):
+    """A site calibration raises the gate's cut-offs to pass the site's films as the gate reads
+    them: whole films for a thorax bundle, so its calibrated gate is the uncropped bundle's; a
+    bundle whose gate reads crops gets other cut-offs (so the comparison can fail)."""
+    from conftest import write_synthetic_xrays
+    from pneumo.calibrate import calibrate_bundle
+
+    site = write_synthetic_xrays(tmp_path / "site", per_class=32, seed=11)
+    for path in site.rglob("*.png"):  # another site's exposure: the cut-offs must rise
+        film = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(str(path), (255 * (film / 255.0) ** 0.4).astype(np.uint8))
+    bundles = {"whole": tiny_bundle, "thorax": thorax_bundle,
+               "on_crops": _gate_on_crops(tiny_bundle, tmp_path)}
+    gates, raised = {}, []
+    for name, bundle in bundles.items():
+        summary = calibrate_bundle(bundle, site, tmp_path / name, adapt="none", bootstrap=20)
+        raised.append(summary["site"]["gate"]["site_flag_rate_before"] > 0)
+        with np.load(tmp_path / name / "gate.npz") as gate:
+            gates[name] = {k: gate[k] for k in gate.files if gate[k].dtype.kind in "fiu"}
+    for key, value in gates["whole"].items():
+        np.testing.assert_allclose(gates["thorax"][key], value, rtol=1e-5, atol=1e-7,
+                                   err_msg=key)
+    assert all(raised)
+    assert any(not np.allclose(gates["on_crops"][k], v, rtol=1e-5, atol=1e-7)
+               for k, v in gates["whole"].items())
