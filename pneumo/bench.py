@@ -229,8 +229,9 @@ def serving_stages(predictor, image: bytes, runs: int = 20) -> dict[str, Any]:
     x, _, gate_x = predictor.model_input(decoded)
     # The invoke as predict runs it: the views, and the whole film's row where the gate reads
     # it beside a thorax crop.
-    model_rows = len(tta_views(x))
-    views = predictor.with_gate_rows(tta_views(x), gate_x[None])
+    model_views = tta_views(x)
+    model_rows = len(model_views)
+    views = predictor.with_gate_rows(model_views, gate_x[None])
     out = predictor.backend.forward(views, cam_rows=1)
     heat = _resize(out["cam"][0], decoded.size)
     conv = predictor.backend.model.run(views)["conv"] if hasattr(predictor.backend, "model") \

@@ -254,7 +254,7 @@ class Predictor:
         x, box = thorax_crop(whole)
         return x, box, whole if self.gate_whole else x
 
-    def with_gate_rows(self, batch: np.ndarray, gate_inputs: np.ndarray) -> np.ndarray:
+    def with_gate_rows(self, batch: np.ndarray, gate_inputs: np.ndarray | None) -> np.ndarray:
         """The rows of one invoke: the model's inputs, then, when the gate reads the whole film
         and the model a crop, the whole films (one row each) whose gate features are read."""
         return np.concatenate([batch, gate_inputs]) if self.gate_whole else batch
@@ -410,7 +410,8 @@ class Predictor:
         # the unshifted images - their gate features and heatmaps, as in `predict`.
         batch = np.stack([tta_views(x) for x in inputs], axis=1).reshape(
             (-1, *inputs.shape[1:])) if tta else inputs
-        gate_inputs = np.stack([g for *_, g in pending])
+        # The whole films only travel where the gate reads them beside a crop (no copy else).
+        gate_inputs = np.stack([g for *_, g in pending]) if self.gate_whole else None
         out = self.backend.forward(self.with_gate_rows(batch, gate_inputs),
                                    cam_rows=n if cam == "gradcam" else 0)
         probs = self._calibrate(out["logit"][:len(batch)]).reshape(-1, n)
