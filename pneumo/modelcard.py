@@ -458,6 +458,20 @@ them differ). AUC on films a site head was fitted on is in-sample:
     return text
 
 
+def _thorax_words(manifest: dict[str, Any]) -> str:
+    """How a bundle that reads films cut to the thorax says so (empty for a whole-film one)."""
+    from .preprocess import gate_reads_crop, thorax_of
+    from .thorax import THORAX_MARGIN
+
+    if not thorax_of(manifest):
+        return ""
+    gate = ("its crop" if gate_reads_crop(manifest) else "the whole film")
+    return (f" The squashed film is then cut to its lung fields' box (`pneumo.lungs`; the fixed "
+            f"template's box where the localiser fails) widened by {THORAX_MARGIN:.0%} of the box "
+            f"on each side and stretched back to the model's input; the heatmap is pasted back where the crop came from, zero outside "
+            f"it, and the out-of-population gate reads {gate}.")
+
+
 def model_card(manifest: dict[str, Any], metrics: dict[str, Any]) -> str:
     """Markdown model card from a bundle's manifest and metrics: the served model's figures on
     new films first."""
@@ -502,7 +516,7 @@ Keras ResNet-50 (ImageNet initialisation) with a global-average-pooled dropout h
 sigmoid output, fine-tuned in stages ({stages or 'see history.csv'}; the whole training run
 {'n/a' if total is None else f'{total / 60:.1f} min'} on 2 CPU cores, {timing.get('precision')}).
 Input: a grayscale film squashed to {manifest.get('image_size')} px and passed once through JPEG
-quality 75, like the training films. Served by the {point.model} at threshold
+quality 75, like the training films.{_thorax_words(manifest)} Served by the {point.model} at threshold
 {point.threshold:.4f}, temperature T = {point.temperature:.3f} ({point.source}).
 
 {_evidence_section(metrics)}{_serving_section(manifest, metrics, point)}## Training data

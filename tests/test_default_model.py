@@ -52,15 +52,26 @@ def test_manifest_and_metrics_agree(predictor):
 
 
 def test_full_size_val_films_through_the_upload_path(predictor, shared_data):
-    """The 16 official full-size val films: read bytes -> preprocess -> model, as an upload."""
+    """The 16 official full-size val films: read bytes -> preprocess -> model, as an upload.
+
+    What 16 films can show is that the upload path reads full-size films as training read its
+    224 px ones: the ranking must hold (AUC) and the calls must be those of a model at the
+    issue's targets. The bar on calls is set by the binomial, not by the shipped model: with 8
+    normals at specificity 0.92 and 8 pneumonias at sensitivity 0.95, a model exactly at those
+    targets makes 4 or more errors 1.7% of the time (15 right or better: only 72%). Specificity
+    on new patients is held by the 117 normals of calibration/ below, not by these 8.
+    """
+    from sklearn.metrics import roc_auc_score
+
     films = sorted((shared_data / "chest_xray" / "val").rglob("*.jpeg"))
     assert len(films) == 16
     results = [predictor.predict(p.read_bytes(), cam="gradcam") for p in films]
     truth = [p.parent.name for p in films]
+    scores = [(p.name, r.label, round(r.probability, 3)) for p, r in zip(films, results)]
     right = sum(r.label == t for r, t in zip(results, truth))
-    # 15: the shipped model misses person1949_bacteria_4880 (p 0.43 against 0.62); the old
-    # model's 16/16 came with specificity 0.675 on new patients.
-    assert right >= 15, [(p.name, r.label, round(r.probability, 3)) for p, r in zip(films, results)]
+    assert right >= 13, scores
+    auc = roc_auc_score([t == "PNEUMONIA" for t in truth], [r.probability for r in results])
+    assert auc >= 0.95, (auc, scores)
     assert sum(not r.in_population for r in results) <= 1  # the gate passes real uploads
     for result in results:
         assert result.heatmap.shape == result.image.size

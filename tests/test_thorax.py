@@ -4,6 +4,7 @@ cropped film."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import cv2
@@ -211,3 +212,20 @@ def test_calibrate_sets_a_thorax_bundles_gate_cutoffs_on_whole_films(tiny_bundle
     assert all(raised)
     assert any(not np.allclose(gates["on_crops"][k], v, rtol=1e-5, atol=1e-7)
                for k, v in gates["whole"].items())
+
+
+def test_the_model_card_says_the_film_is_cut_to_the_thorax(tiny_bundle):
+    """A thorax bundle's card names the crop and what the gate reads; a whole-film bundle's
+    card says neither."""
+    from pneumo.bundle import read_manifest
+    from pneumo.modelcard import model_card
+    from pneumo.preprocess import GATE_FULL_FRAME
+
+    manifest = read_manifest(tiny_bundle)
+    metrics = json.loads((tiny_bundle / "metrics.json").read_text())
+    assert "lung fields' box" not in model_card(manifest, metrics)
+    cropped = {k: v for k, v in manifest.items() if k != "gate_input"} | {"thorax_crop": True}
+    assert "the out-of-population gate reads its crop" in model_card(cropped, metrics)
+    whole = dict(cropped, gate_input=GATE_FULL_FRAME)
+    card = model_card(whole, metrics)
+    assert "lung fields' box" in card and "gate reads the whole film" in card
