@@ -335,11 +335,11 @@ def export_bundle(bundle: str | Path, quantize: str, saved_model: bool = True,
                   reference: tuple[str, Any] | None = None) -> dict[str, Any]:
     """The export with parity, last step of `pneumo.training.train` and
     `pneumo.calibrate.calibrate_bundle`: the SavedModel (when `saved_model`), then the LiteRT
-    model (none when `quantize` is "off"). When `quantize` fails parity (or its check cannot
-    run, e.g. a validation split too small to choose a threshold on), the float32 file is
-    written instead: its outputs equal the Keras model's (max logit difference ~1e-5), so it
-    keeps the float threshold; full-integer int8 that cannot be written tries dynamic-range
-    int8 first. Returns the updated manifest."""
+    model (none when `quantize` is "off"). Full-integer int8 that cannot be written or fails
+    parity tries dynamic-range int8 next (gen9 seed 7 shipped that way); when that fails too (or
+    a check cannot run, e.g. a validation split too small to choose a threshold on), the
+    float32 file is written: its outputs equal the Keras model's (max logit difference ~1e-5),
+    so it keeps the float threshold. Returns the updated manifest."""
     from .bundle import read_manifest, refresh_hashes
     from .model import load_bundle_model
 
