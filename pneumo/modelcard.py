@@ -465,11 +465,12 @@ def _thorax_words(manifest: dict[str, Any]) -> str:
 
     if not thorax_of(manifest):
         return ""
-    gate = ("its crop" if gate_reads_crop(manifest) else "the whole film")
+    gate = "its crop" if gate_reads_crop(manifest) else "the whole film"
     return (f" The squashed film is then cut to its lung fields' box (`pneumo.lungs`; the fixed "
             f"template's box where the localiser fails) widened by {THORAX_MARGIN:.0%} of the box "
-            f"on each side and stretched back to the model's input; the heatmap is pasted back where the crop came from, zero outside "
-            f"it, and the out-of-population gate reads {gate}.")
+            "on each side and stretched back to the model's input; the heatmap is pasted back "
+            "where the crop came from, zero outside it, and the out-of-population gate reads "
+            f"{gate}.")
 
 
 def model_card(manifest: dict[str, Any], metrics: dict[str, Any]) -> str:
